@@ -1,0 +1,64 @@
+"""Names of the environment variables the app reads: the one list the chart and docs follow."""
+
+from __future__ import annotations
+
+import os
+
+SETTINGS_MODULE = "DJANGO_SETTINGS_MODULE"
+SECRET_KEY = "DJANGO_SECRET_KEY"
+ALLOWED_HOSTS = "DJANGO_ALLOWED_HOSTS"
+CSRF_TRUSTED_ORIGINS = "DJANGO_CSRF_TRUSTED_ORIGINS"
+LOG_LEVEL = "LOG_LEVEL"
+
+#: Broker (and cache) URL: ``redis://`` / ``rediss://``; in production it is required.
+REDIS_URL = "REDIS_URL"
+#: Overrides the broker only, e.g. ``sqla+sqlite:///…`` for the development fallback.
+BROKER_URL = "CELERY_BROKER_URL"
+#: kombu ``global_keyprefix``: queue list keys become ``<prefix><queue>`` (KEDA must know it).
+BROKER_KEY_PREFIX = "CELERY_BROKER_KEY_PREFIX"
+DATABASE_URL = "DATABASE_URL"
+
+#: Bearer token of the HTTP task API.
+API_TOKEN = "API_TOKEN"
+#: ``user:password`` pairs (comma separated) for Flower's basic auth.
+FLOWER_BASIC_AUTH = "FLOWER_BASIC_AUTH"
+FLOWER_MAX_TASKS = "FLOWER_MAX_TASKS"
+SENTRY_DSN = "SENTRY_DSN"
+
+#: Directory for prometheus_client's multiprocess files (one per pod, wiped at start).
+PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+METRICS_PORT = "METRICS_PORT"
+
+#: Writable directories (the containers' root filesystem is read-only).
+DATA_DIR = "APP_DATA_DIR"
+TEMP_FILES_DIR = "TEMP_FILES_DIR"
+REPORTS_DIR = "REPORTS_DIR"
+BACKUP_DIR = "BACKUP_DIR"
+LOG_DIR = "LOG_DIR"
+
+#: Beat's Redis lease: seconds a lease lives without renewal.
+BEAT_LEASE_TTL = "BEAT_LEASE_TTL"
+
+
+def get(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def get_bool(name: str, default: bool = False) -> bool:
+    value = get(name)
+    if value is None:
+        return default
+    return value.lower() in {"1", "true", "yes", "on"}
+
+
+def get_int(name: str, default: int) -> int:
+    value = get(name)
+    return default if value is None else int(value)
+
+
+def get_list(name: str, default: tuple[str, ...] = ()) -> list[str]:
+    value = get(name)
+    if value is None:
+        return list(default)
+    return [item.strip() for item in value.split(",") if item.strip()]

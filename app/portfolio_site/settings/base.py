@@ -1,0 +1,192 @@
+"""Settings shared by every environment; each value that differs per deployment comes from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from apps.main.queues import DEFAULT_QUEUE, TASK_ROUTES
+from portfolio_site import environment as env
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent  # app/
+DATA_DIR = Path(env.get(env.DATA_DIR, str(BASE_DIR.parent / ".local" / "data")))
+
+SECRET_KEY = env.get(env.SECRET_KEY, "insecure-development-key-change-me")
+DEBUG = False
+ALLOWED_HOSTS = env.get_list(env.ALLOWED_HOSTS, ("localhost", "127.0.0.1", "[::1]"))
+CSRF_TRUSTED_ORIGINS = env.get_list(env.CSRF_TRUSTED_ORIGINS)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "django_celery_results",
+    "apps.main",
+]
+
+MIDDLEWARE = [
+    "apps.main.metrics.web.RequestMetricsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portfolio_site.urls"
+WSGI_APPLICATION = "portfolio_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------------
+# Persistent connections: workers run thousands of tasks, a connection per task wastes the database.
+CONN_MAX_AGE = env.get_int("DATABASE_CONN_MAX_AGE", 60)
+
+
+def database_from_url(url: str) -> dict:
+    import dj_database_url
+
+    config = dj_database_url.parse(url, conn_max_age=CONN_MAX_AGE, conn_health_checks=True)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # Several processes share one file: wait for the lock instead of failing at once.
+        config.setdefault("OPTIONS", {})["timeout"] = 20
+    return config
+
+
+DATABASE_URL = env.get(env.DATABASE_URL)
+DATABASES = {
+    "default": database_from_url(DATABASE_URL or f"sqlite:///{DATA_DIR / 'db.sqlite3'}"),
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache (Redis when there is one: health_check and cleanup use it across processes) -----------
+REDIS_URL = env.get(env.REDIS_URL)
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+         "KEY_PREFIX": "cache"}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_cache"}
+    )
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# --- HTTP API -----------------------------------------------------------------------------------
+API_TOKEN = env.get(env.API_TOKEN)
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["apps.main.api.auth.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Celery Stack task API",
+    "DESCRIPTION": "Enqueue allow-listed background tasks and read their state.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Working directories of the tasks -----------------------------------------------------------
+TEMP_FILES_DIR = Path(env.get(env.TEMP_FILES_DIR, str(DATA_DIR / "tmp")))
+TEMP_FILE_MAX_AGE_SECONDS = env.get_int("TEMP_FILE_MAX_AGE_SECONDS", 24 * 3600)
+REPORTS_DIR = Path(env.get(env.REPORTS_DIR, str(DATA_DIR / "reports")))
+BACKUP_DIR = Path(env.get(env.BACKUP_DIR, str(DATA_DIR / "backups")))
+BACKUP_KEEP = env.get_int("BACKUP_KEEP", 7)
+BACKUP_MODELS = ["main.UserAction", "main.Notification", "main.AnalyticsSnapshot",
+                 "django_celery_beat.PeriodicTask"]
+WEBHOOK_TIMEOUT_SECONDS = float(env.get("WEBHOOK_TIMEOUT_SECONDS", "10"))
+EMAIL_BACKEND = env.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+DEFAULT_FROM_EMAIL = env.get("DEFAULT_FROM_EMAIL", "celery-stack@localhost")
+
+# --- Celery: the seed's figures, then what production needs -------------------------------------
+CELERY_BROKER_URL = env.get(env.BROKER_URL) or REDIS_URL or f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}"
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_CACHE_BACKEND = "django-cache"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_EVENT_SERIALIZER = "json"
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_BEAT_SCHEDULER = "apps.main.beat:LeasedDatabaseScheduler"
+CELERY_TASK_ROUTES = TASK_ROUTES
+CELERY_TASK_DEFAULT_QUEUE = DEFAULT_QUEUE
+CELERY_TASK_CREATE_MISSING_QUEUES = True
+CELERY_WORKER_CONCURRENCY = 4
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_MAX_TASKS_PER_CHILD = 1000
+CELERY_TASK_SOFT_TIME_LIMIT = 60
+CELERY_TASK_TIME_LIMIT = 120
+CELERY_TASK_DEFAULT_MAX_RETRIES = 3
+CELERY_TASK_DEFAULT_RETRY_DELAY = 60
+CELERY_RESULT_EXPIRES = 3600
+CELERY_RESULT_EXTENDED = True  # store name, args, queue: the API and reports read them
+# Acknowledge after the task ran, and requeue it when its worker dies: a killed pod loses nothing.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Longest countdown we use is the retry cap (RETRY_BACKOFF_MAX); an unacked message is
+# redelivered after the visibility timeout, so it must exceed every countdown/ETA by far.
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
+    "visibility_timeout": env.get_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600),
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+    "health_check_interval": 25,
+}
+if prefix := env.get(env.BROKER_KEY_PREFIX):
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = prefix
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_POOL_LIMIT = env.get_int("CELERY_BROKER_POOL_LIMIT", 10)
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_TRACK_STARTED = True
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Soft shutdown (Celery >= 5.5): seconds a worker keeps running tasks after a cold-shutdown signal.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(env.get("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", "0"))
+CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = env.get_bool("CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Retry policy (apps.main.retry): exponential backoff with full jitter, capped.
+RETRY_BACKOFF_MAX = env.get_int("RETRY_BACKOFF_MAX", 600)
+RETRY_POLICIES = {
+    "send_notification": {"max_retries": 3, "base_delay": 60},
+    "process_user_action": {"max_retries": 2, "base_delay": 30},
+}
+
+BEAT_LEASE_TTL = env.get_int(env.BEAT_LEASE_TTL, 30)
+
+FLOWER_MAX_TASKS = env.get_int(env.FLOWER_MAX_TASKS, 10000)
