@@ -160,14 +160,16 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Longest countdown we use is the retry cap (RETRY_BACKOFF_MAX); an unacked message is
 # redelivered after the visibility timeout, so it must exceed every countdown/ETA by far.
-CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
-    "visibility_timeout": env.get_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600),
-    "socket_timeout": 10,
-    "socket_connect_timeout": 5,
-    "health_check_interval": 25,
-}
-if prefix := env.get(env.BROKER_KEY_PREFIX):
-    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = prefix
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.get_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600),
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 25,
+    }
+    if prefix := env.get(env.BROKER_KEY_PREFIX):
+        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = prefix
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BROKER_POOL_LIMIT = env.get_int("CELERY_BROKER_POOL_LIMIT", 10)
@@ -190,3 +192,34 @@ RETRY_POLICIES = {
 BEAT_LEASE_TTL = env.get_int(env.BEAT_LEASE_TTL, 30)
 
 FLOWER_MAX_TASKS = env.get_int(env.FLOWER_MAX_TASKS, 10000)
+# Save last_run_at after every periodic send: a beat taking over the lease never resends.
+CELERY_BEAT_SYNC_EVERY = 1
+
+# --- Logging: JSON lines on stdout (what Kubernetes collects) -----------------------------------
+LOG_LEVEL = (env.get(env.LOG_LEVEL, "INFO") or "INFO").upper()
+LOGGING: dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "apps.main.logging.JsonFormatter"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}},
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "celery": {"level": LOG_LEVEL},
+    },
+}
+
+# --- Sentry, only when a DSN is given ------------------------------------------------------------
+SENTRY_DSN = env.get(env.SENTRY_DSN)
+if SENTRY_DSN:
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        integrations=[DjangoIntegration(), CeleryIntegration(monitor_beat_tasks=True)],
+        traces_sample_rate=float(env.get("SENTRY_TRACES_SAMPLE_RATE", "0") or 0),
+        send_default_pii=False,
+        environment=env.get("SENTRY_ENVIRONMENT", "production"),
+    )

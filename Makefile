@@ -1,0 +1,34 @@
+# Celery Stack — every entry point. `make up` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv: from PATH, else as a module of the system Python (installed there on first use).
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap up test lint test-celery check-stack
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+bootstrap: ## Install uv (if missing) and the locked virtual environment
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || { \
+	  echo "installing uv with pip"; python3 -m pip install --quiet --disable-pip-version-check uv; }
+	@$(UV) sync --frozen --quiet
+
+up: bootstrap ## Run the whole stack locally (embedded Valkey + PostgreSQL unless REDIS_URL/DATABASE_URL are set)
+	cd app && $(UV) run --frozen python start_celery_services.py
+
+test: bootstrap ## Run every test that needs no cluster (tools are bootstrapped into .tools/)
+	$(UV) run --frozen pytest -rs $(PYTEST_ARGS)
+
+lint: bootstrap ## ruff on all Python code
+	$(UV) run --frozen ruff check .
+
+test-celery: bootstrap ## Enqueue one task of each kind on the running `make up` stack
+	cd app && $(UV) run --frozen python manage.py test_celery --task=all
+
+check-stack: bootstrap ## Verification checklist against the running `make up` stack
+	cd app && $(UV) run --frozen python test_celery_setup.py
+
+-include mk/*.mk

@@ -1,0 +1,81 @@
+"""POST /api/tasks/<name>/ enqueues an allow-listed task; GET /api/tasks/<id>/ reads its state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.result import AsyncResult
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.main.api.serializers import TASK_ARGUMENTS, TaskAccepted, TaskArguments, TaskStatus
+from apps.main.api.signals import task_enqueued
+from apps.main.queues import queue_for, task_name
+from portfolio_site.celery import app
+
+
+def enqueue_view(short_name: str) -> type[APIView]:
+    """One view class per allow-listed task, so the OpenAPI schema shows each task's own arguments."""
+    arguments: type[TaskArguments] = TASK_ARGUMENTS[short_name]
+
+    class EnqueueTask(APIView):
+        @extend_schema(
+            operation_id=f"enqueue_{short_name}",
+            summary=f"Enqueue {short_name}",
+            request=arguments,
+            responses={202: TaskAccepted, 400: OpenApiResponse(description="Invalid arguments, with reasons")},
+            tags=["tasks"],
+        )
+        def post(self, request: Request) -> Response:
+            serializer = arguments(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            queue = queue_for(short_name)
+            result = app.send_task(task_name(short_name), kwargs=serializer.task_kwargs())
+            task_enqueued.send(sender=EnqueueTask, task_name=task_name(short_name), queue=queue)
+            body = {
+                "id": result.id,
+                "task": task_name(short_name),
+                "queue": queue,
+                "status_url": request.build_absolute_uri(reverse("task-status", args=[result.id])),
+            }
+            return Response(body, status=status.HTTP_202_ACCEPTED)
+
+    EnqueueTask.__name__ = EnqueueTask.__qualname__ = f"Enqueue{short_name.title().replace('_', '')}"
+    return EnqueueTask
+
+
+class UnknownTask(APIView):
+    @extend_schema(exclude=True)
+    def post(self, request: Request, name: str) -> Response:
+        return Response(
+            {"detail": f"unknown task {name!r}", "available": sorted(TASK_ARGUMENTS)},
+            status=status.HTTP_404_NOT_FOUND,
+        )
+
+
+class TaskStatusView(APIView):
+    @extend_schema(operation_id="task_status", responses={200: TaskStatus}, tags=["tasks"])
+    def get(self, request: Request, task_id: Any) -> Response:
+        from django_celery_results.models import TaskResult
+
+        task_id = str(task_id)
+        result = AsyncResult(task_id, app=app)
+        stored = TaskResult.objects.filter(task_id=task_id).first()
+        failed = result.state in ("FAILURE", "REVOKED")
+        body = {
+            "id": task_id,
+            "task": stored.task_name if stored else None,
+            "state": result.state,
+            "ready": result.ready(),
+            "result": None if failed or not result.ready() else result.result,
+            "error": repr(result.result) if failed else None,
+            "worker": stored.worker if stored else None,
+            # Results do not store the queue; ours follow the routes (apps.main.queues).
+            "queue": queue_for(stored.task_name.rsplit(".", 1)[-1]) if stored and stored.task_name else None,
+            "date_done": stored.date_done if stored and result.ready() else None,
+        }
+        return Response(TaskStatus(body).data)

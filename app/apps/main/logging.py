@@ -1,0 +1,63 @@
+"""Structured logging: one JSON object per line, with the running task's id, name, queue and attempt."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+from datetime import UTC, datetime
+from typing import Any
+
+# Attributes every LogRecord has; anything else was passed through ``extra=`` and is emitted.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+def task_context() -> dict[str, Any]:
+    """Fields of the task the current process runs, if any."""
+    from celery import current_task
+
+    task = current_task
+    if not task or not getattr(task, "request", None) or task.request.id is None:
+        return {}
+    request = task.request
+    return {
+        "task_id": request.id,
+        "task_name": task.name,
+        "queue": (request.delivery_info or {}).get("routing_key"),
+        "attempt": (request.retries or 0) + 1,
+    }
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "process": record.process,
+        }
+        entry.update(task_context())
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TaskDurationFilter(logging.Filter):
+    """Passes only the task-duration lines written to ``performance.log``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return hasattr(record, "duration_seconds")
+
+
+class DirectoryFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating file handler that creates its directory (logs/ is not in git)."""
+
+    def __init__(self, filename: str, *args: Any, **kwargs: Any) -> None:
+        from pathlib import Path
+
+        Path(filename).parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(filename, *args, **kwargs)

@@ -1,0 +1,61 @@
+"""``python manage.py run_queue_exporter --port 9809``: the queue exporter (see apps.main.metrics.exporter)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.main.metrics.exporter import BrokerLayout, QueueExporter
+from apps.main.queues import QUEUES
+from portfolio_site.ports import EXPORTER_PORT
+
+
+class Command(BaseCommand):
+    help = "Serve Prometheus metrics about the broker's queues, beat, dead letters and workers online."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=EXPORTER_PORT)
+        parser.add_argument("--bind", default="0.0.0.0")
+        parser.add_argument("--queues", default=",".join(QUEUES), help="comma-separated queue names")
+        parser.add_argument("--interval", type=float, default=5.0,
+                            help="seconds between broker and database reads")
+        parser.add_argument("--timeout", type=float, default=2.0, help="broker socket timeout, seconds")
+        parser.add_argument("--inspect-interval", type=float, default=15.0,
+                            help="seconds between worker census broadcasts (inspect active_queues)")
+        parser.add_argument("--inspect-timeout", type=float, default=2.0,
+                            help="seconds a census waits for worker replies")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        import redis
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from portfolio_site.celery import app
+
+        url = settings.CELERY_BROKER_URL
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise CommandError(f"the queue exporter reads a Redis broker; CELERY_BROKER_URL is {url.split(':')[0]}:…")
+        queues = [q.strip() for q in options["queues"].split(",") if q.strip()]
+        timeout = options["timeout"]
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                      health_check_interval=30)
+        exporter = QueueExporter(
+            client=client, layout=BrokerLayout.from_settings(queues), app=app, interval=options["interval"],
+            inspect_interval=options["inspect_interval"], inspect_timeout=options["inspect_timeout"],
+        )
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(exporter)
+
+        stopping = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stopping.set())
+        exporter.start()
+        server, _thread = start_http_server(options["port"], addr=options["bind"], registry=registry)
+        self.stdout.write(f"queue exporter on {options['bind']}:{options['port']}/metrics, queues {queues}")
+        self.stdout.flush()
+        stopping.wait()
+        server.shutdown()
+        exporter.stop()

@@ -1,0 +1,68 @@
+"""Run the stack's processes as children: each logs to its own file, all stop in reverse order."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embedded.process import detach_from_terminal, stop_process, tail
+
+APP_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen
+    log_path: Path
+
+
+@dataclass
+class Supervisor:
+    log_dir: Path
+    env: dict[str, str]
+    children: list[Child] = field(default_factory=list)
+
+    def spawn(self, name: str, argv: list[str], *, extra_env: dict[str, str] | None = None) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                argv, cwd=APP_DIR, env={**self.env, **(extra_env or {})},
+                stdout=log, stderr=subprocess.STDOUT, preexec_fn=detach_from_terminal,
+            )
+        child = Child(name, argv, process, log_path)
+        self.children.append(child)
+        return child
+
+    def exited(self) -> list[Child]:
+        return [child for child in self.children if child.process.poll() is not None]
+
+    def stop(self, child: Child, timeout: float = 30) -> None:
+        # SIGTERM is Celery's warm shutdown: running tasks finish, unacked ones go back to the queue.
+        stop_process(child.process, sig=signal.SIGTERM, timeout=timeout)
+        if child in self.children:
+            self.children.remove(child)
+
+    def stop_all(self, timeout: float = 30) -> None:
+        for child in reversed(list(self.children)):
+            self.stop(child, timeout)
+
+    def describe_failure(self, child: Child) -> str:
+        code = child.process.returncode
+        return f"{child.name} exited with {code}; last lines of {child.log_path}:\n{tail(child.log_path)}"
+
+
+def python_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child: ours, plus the venv's bin first on PATH so `celery` resolves."""
+    import sys
+
+    env = dict(base if base is not None else os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
