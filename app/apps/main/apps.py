@@ -8,4 +8,6 @@ class MainConfig(AppConfig):
     verbose_name = "Background tasks"
 
     def ready(self) -> None:
-        from apps.main import signals  # noqa: F401 — connects post_migrate seeding and logging context
+        # Register the tasks in every Django process (web, admin, commands), not only in workers:
+        # requeueing a dead letter checks that its task exists.
+        from apps.main import signals, tasks  # noqa: F401

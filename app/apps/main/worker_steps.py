@@ -77,6 +77,11 @@ class DeadLetteringConsumer(Consumer):
         delivery = getattr(message, "delivery_info", None) or {}
         args: Any = []
         kwargs: Any = {}
+        if body is None:  # protocol 2 hands the message over undecoded
+            try:
+                body = message.decode()
+            except Exception:
+                body = getattr(message, "body", None)
         if isinstance(body, (list, tuple)) and len(body) >= 2:
             args, kwargs = body[0], body[1]
         raw = body if isinstance(body, str) else repr(body)

@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.main.metrics.exporter import BrokerLayout, QueueExporter
+from apps.main.metrics.exporter import BrokerLayout, QueueExporter, broker_client
 from apps.main.queues import QUEUES
 from portfolio_site.ports import EXPORTER_PORT
 
@@ -30,7 +30,6 @@ class Command(BaseCommand):
                             help="seconds a census waits for worker replies")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        import redis
         from prometheus_client import CollectorRegistry, start_http_server
 
         from portfolio_site.celery import app
@@ -40,8 +39,7 @@ class Command(BaseCommand):
             raise CommandError(f"the queue exporter reads a Redis broker; CELERY_BROKER_URL is {url.split(':')[0]}:…")
         queues = [q.strip() for q in options["queues"].split(",") if q.strip()]
         timeout = options["timeout"]
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                      health_check_interval=30)
+        client = broker_client(url, timeout)
         exporter = QueueExporter(
             client=client, layout=BrokerLayout.from_settings(queues), app=app, interval=options["interval"],
             inspect_interval=options["inspect_interval"], inspect_timeout=options["inspect_timeout"],

@@ -1,0 +1,125 @@
+"""Fixtures on real components: the session's Redis and PostgreSQL (tests.support.backends) and
+real Celery workers in subprocesses, started with the same command lines as the chart's pods."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from embedded.network import Abort, wait_until
+from embedded.supervisor import Supervisor, python_env
+
+LIVE_READY_TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ["REDIS_URL"]
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> redis_lib.Redis:
+    return redis_lib.Redis.from_url(redis_url)
+
+
+@pytest.fixture(scope="session")
+def app_data_dir() -> Path:
+    path = Path(os.environ["APP_DATA_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_database_url(django_db_setup: None) -> str:
+    """DATABASE_URL of the migrated test database that pytest-django created (test_<name>)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def live_env(test_database_url: str, redis_url: str, app_data_dir: Path) -> dict[str, str]:
+    """Environment of every subprocess of the live tests: test settings on the test database."""
+    env = python_env()
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "portfolio_site.settings.test",
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": test_database_url,
+        "APP_DATA_DIR": str(app_data_dir),
+        "API_TOKEN": "test-token",
+    })
+    env.pop("CELERY_BROKER_URL", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def process_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("process-logs")
+
+
+WorkerFactory = Callable[..., str]
+
+
+def _ping(destination: str) -> bool:
+    from portfolio_site.celery import app
+
+    return any(destination in reply for reply in app.control.ping(destination=[destination], timeout=0.5))
+
+
+def start_worker(
+    supervisor: Supervisor, queues: list[str], *, name: str, concurrency: int = 2,
+    extra_env: dict[str, str] | None = None, pool: str = "prefork",
+) -> str:
+    """Start ``celery worker`` as the chart does and wait until it answers a ping; returns its node name."""
+    from apps.main.queues import WorkerPool
+    from portfolio_site import commands
+
+    argv = commands.worker(name, WorkerPool(tuple(queues), concurrency))
+    if pool != "prefork":
+        argv += ["--pool", pool]
+    child = supervisor.spawn(f"worker-{name}", argv, extra_env=extra_env)
+    node = f"{name}@{socket.gethostname()}"
+
+    def answered() -> bool:
+        if child.process.poll() is not None:
+            raise Abort(supervisor.describe_failure(child))
+        return _ping(node)
+
+    wait_until(answered, timeout=LIVE_READY_TIMEOUT, what=f"worker {node}", interval=0.2)
+    return node
+
+
+@pytest.fixture
+def celery_worker_factory(live_env: dict[str, str], process_logs: Path) -> Iterator[WorkerFactory]:
+    """Start extra workers for one test: ``factory(queues, concurrency=2, name=None, extra_env=None)``."""
+    supervisor = Supervisor(log_dir=process_logs, env=live_env)
+
+    def factory(queues: list[str], *, concurrency: int = 2, name: str | None = None,
+                extra_env: dict[str, str] | None = None, pool: str = "prefork") -> str:
+        return start_worker(supervisor, queues, name=name or f"test-{uuid.uuid4().hex[:6]}",
+                            concurrency=concurrency, extra_env=extra_env, pool=pool)
+
+    factory.supervisor = supervisor  # type: ignore[attr-defined]
+    yield factory
+    supervisor.stop_all()
+
+
+@pytest.fixture(scope="session")
+def stack_workers(live_env: dict[str, str], process_logs: Path) -> Iterator[dict[str, str]]:
+    """One worker per pool of apps.main.queues.WORKER_POOLS for the whole session: pool -> node name."""
+    from apps.main.queues import WORKER_POOLS
+
+    supervisor = Supervisor(log_dir=process_logs, env=live_env)
+    try:
+        nodes = {name: start_worker(supervisor, list(pool.queues), name=name, concurrency=pool.concurrency)
+                 for name, pool in WORKER_POOLS.items()}
+        yield nodes
+    finally:
+        supervisor.stop_all()
