@@ -1,0 +1,303 @@
+{{/* ============================== names and labels ============================== */}}
+
+{{- define "celery-stack.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "celery-stack.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "celery-stack.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "web") */}}
+{{- define "celery-stack.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "celery-stack.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Full labels of one component: (dict "ctx" $ "component" "web") */}}
+{{- define "celery-stack.labels" -}}
+helm.sh/chart: {{ include "celery-stack.chart" .ctx }}
+{{ include "celery-stack.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: celery-stack
+{{- end -}}
+
+{{- define "celery-stack.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "celery-stack.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "celery-stack.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "celery-stack.configMapName" -}}
+{{- printf "%s-config" (include "celery-stack.fullname" .) -}}
+{{- end -}}
+
+{{- define "celery-stack.appSecretName" -}}
+{{- default (printf "%s-app" (include "celery-stack.fullname" .)) .Values.app.existingSecret -}}
+{{- end -}}
+
+{{- define "celery-stack.webServiceName" -}}
+{{- printf "%s-web" (include "celery-stack.fullname" .) -}}
+{{- end -}}
+
+{{/* ============================== generated-and-kept secrets ============================== */}}
+
+{{/*
+The one way the chart makes a secret value: reuse the value already stored in the release's Secret
+(lookup; an upgrade never rotates a password a database already uses), else generate an alphanumeric
+one (URL-safe: it is embedded in REDIS_URL / DATABASE_URL). Returns the base64 `data` value.
+`helm template` cannot look up and so always generates. Args: (dict "ctx" $ "name" secretName "key" k "length" n)
+*/}}
+{{- define "celery-stack.keptSecretValue" -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .name -}}
+{{- $data := dig "data" dict ($existing | default dict) -}}
+{{- if hasKey $data .key -}}
+{{- index $data .key -}}
+{{- else -}}
+{{- randAlphaNum (int .length) | b64enc -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ============================== Redis / database connection ============================== */}}
+
+{{/*
+The ONE source of the broker connection for the REDIS_URL env and for KEDA: built-in or external Redis.
+Returns YAML; use with fromYaml.
+*/}}
+{{- define "celery-stack.redis" -}}
+{{- $fullname := include "celery-stack.fullname" . -}}
+{{- if .Values.redis.enabled -}}
+host: {{ printf "%s-redis" $fullname | quote }}
+port: {{ .Values.redis.port | int }}
+database: {{ .Values.redis.database | int }}
+tls: false
+certReqs: ""
+auth: true
+passwordSecret: {{ default (printf "%s-redis" $fullname) .Values.redis.auth.existingSecret | quote }}
+passwordKey: {{ .Values.redis.auth.existingSecretPasswordKey | quote }}
+{{- else -}}
+{{- if not .Values.externalRedis.host -}}
+{{- fail "redis.enabled is false: set externalRedis.host (and externalRedis.existingSecret for AUTH)" -}}
+{{- end }}
+host: {{ .Values.externalRedis.host | quote }}
+port: {{ .Values.externalRedis.port | int }}
+database: {{ .Values.externalRedis.database | int }}
+tls: {{ .Values.externalRedis.tls.enabled }}
+certReqs: {{ .Values.externalRedis.tls.certReqs | quote }}
+auth: {{ not (empty .Values.externalRedis.existingSecret) }}
+passwordSecret: {{ .Values.externalRedis.existingSecret | quote }}
+passwordKey: {{ .Values.externalRedis.existingSecretPasswordKey | quote }}
+{{- end }}
+keyPrefix: {{ .Values.broker.keyPrefix | quote }}
+{{- end -}}
+
+{{/*
+Connection env of every application container. Kubernetes dependent env var expansion builds the URLs
+from the password Secrets, so no password is ever rendered into the manifest or the ConfigMap.
+*/}}
+{{- define "celery-stack.connectionEnv" -}}
+{{- $r := include "celery-stack.redis" . | fromYaml -}}
+{{- $scheme := ternary "rediss" "redis" $r.tls -}}
+{{- $query := ternary (printf "?ssl_cert_reqs=%s" $r.certReqs) "" $r.tls -}}
+{{- if $r.auth }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $r.passwordSecret }}
+      key: {{ $r.passwordKey }}
+- name: REDIS_URL
+  value: {{ printf "%s://:$(REDIS_PASSWORD)@%s:%d/%d%s" $scheme $r.host (int $r.port) (int $r.database) $query | quote }}
+{{- else }}
+- name: REDIS_URL
+  value: {{ printf "%s://%s:%d/%d%s" $scheme $r.host (int $r.port) (int $r.database) $query | quote }}
+{{- end }}
+{{- $fullname := include "celery-stack.fullname" . -}}
+{{- if .Values.postgresql.enabled }}
+- name: DATABASE_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (printf "%s-postgresql" $fullname) .Values.postgresql.auth.existingSecret }}
+      key: {{ .Values.postgresql.auth.existingSecretPasswordKey }}
+- name: DATABASE_URL
+  value: {{ printf "postgres://%s:$(DATABASE_PASSWORD)@%s-postgresql:%d/%s" .Values.postgresql.username $fullname (int .Values.postgresql.port) .Values.postgresql.database | quote }}
+{{- else if .Values.externalDatabase.existingSecret }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.externalDatabase.existingSecret }}
+      key: {{ .Values.externalDatabase.existingSecretUrlKey }}
+{{- else }}
+{{- if not (and .Values.externalDatabase.host .Values.externalDatabase.passwordSecret) -}}
+{{- fail "postgresql.enabled is false: set externalDatabase.existingSecret (a URL) or externalDatabase.host and externalDatabase.passwordSecret" -}}
+{{- end }}
+- name: DATABASE_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.externalDatabase.passwordSecret }}
+      key: {{ .Values.externalDatabase.passwordSecretKey }}
+- name: DATABASE_URL
+  value: {{ printf "postgres://%s:$(DATABASE_PASSWORD)@%s:%d/%s%s" .Values.externalDatabase.username .Values.externalDatabase.host (int .Values.externalDatabase.port) .Values.externalDatabase.database (ternary (printf "?sslmode=%s" .Values.externalDatabase.sslmode) "" (not (empty .Values.externalDatabase.sslmode))) | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* ============================== pods ============================== */}}
+
+{{/* Pod annotations: checksums roll every pod when the shared ConfigMap or Secret changes. (dict "ctx" $ "extra" map) */}}
+{{- define "celery-stack.podAnnotations" -}}
+checksum/config: {{ include (print .ctx.Template.BasePath "/config/configmap.yaml") .ctx | sha256sum }}
+checksum/secret: {{ include (print .ctx.Template.BasePath "/config/secret.yaml") .ctx | sha256sum }}
+{{- with (merge (dict) (.extra | default dict) .ctx.Values.global.podAnnotations) }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod labels: selector labels plus global and component extras. (dict "ctx" $ "component" c "extra" map) */}}
+{{- define "celery-stack.podLabels" -}}
+{{ include "celery-stack.labels" . }}
+{{- with (merge (dict) (.extra | default dict) .ctx.Values.global.podLabels) }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Scheduling of a pod: the component's own values, else the global ones. (dict "ctx" $ "values" componentValues) */}}
+{{- define "celery-stack.scheduling" -}}
+{{- $g := .ctx.Values.global -}}
+{{- with (default $g.nodeSelector .values.nodeSelector) }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (default $g.tolerations .values.tolerations) }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (default $g.affinity .values.affinity) }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (default $g.topologySpreadConstraints .values.topologySpreadConstraints) }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod-level spec shared by every application pod. */}}
+{{- define "celery-stack.appPodSpec" -}}
+serviceAccountName: {{ include "celery-stack.serviceAccountName" . }}
+automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Writable directories of the read-only-root application containers. */}}
+{{- define "celery-stack.appVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 256Mi
+- name: data
+  emptyDir:
+    sizeLimit: {{ .Values.app.dataDirSizeLimit }}
+- name: prometheus
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end -}}
+
+{{- define "celery-stack.appVolumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: data
+  mountPath: /data
+- name: prometheus
+  mountPath: /prometheus
+{{- end -}}
+
+{{/* Image, env and security of an application container (the caller adds name/command/ports/probes). */}}
+{{- define "celery-stack.appContainerCommon" -}}
+image: {{ include "celery-stack.image" . | quote }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+envFrom:
+  - configMapRef:
+      name: {{ include "celery-stack.configMapName" . }}
+  - secretRef:
+      name: {{ include "celery-stack.appSecretName" . }}
+{{- with .Values.app.extraEnvFrom }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumeMounts:
+  {{- include "celery-stack.appVolumeMounts" . | nindent 2 }}
+{{- end -}}
+
+{{/* Init container: wait until the migration Job has applied every migration. */}}
+{{- define "celery-stack.waitForMigrations" -}}
+- name: wait-for-migrations
+  {{- include "celery-stack.appContainerCommon" . | nindent 2 }}
+  command: ["python", "manage.py", "wait_for_migrations", "--timeout", {{ .Values.migrations.waitTimeoutSeconds | quote }}]
+  env:
+    {{- include "celery-stack.connectionEnv" . | nindent 4 }}
+  resources:
+    {{- toYaml .Values.migrations.resources | nindent 4 }}
+{{- end -}}
+
+{{/* ============================== workers and CRDs ============================== */}}
+
+{{/* Worker pools merged over workerDefaults, as YAML (fromYaml): pool name -> settings. */}}
+{{- define "celery-stack.workerPools" -}}
+{{- $pools := dict -}}
+{{- range $name, $spec := .Values.workers -}}
+{{- if $spec -}}
+{{- $_ := set $pools $name (mergeOverwrite (deepCopy $.Values.workerDefaults) (deepCopy $spec)) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $pools -}}
+{{- end -}}
+
+{{/*
+Fail with a clear message when an optional CRD object is enabled but its API is not served, unless
+crds.skipCapabilitiesCheck (helm template / GitOps). Args: (list $ "keda.sh/v1alpha1" "what needs it")
+*/}}
+{{- define "celery-stack.requireApi" -}}
+{{- $ctx := index . 0 -}}
+{{- $api := index . 1 -}}
+{{- if not (or $ctx.Values.crds.skipCapabilitiesCheck ($ctx.Capabilities.APIVersions.Has $api)) -}}
+{{- fail (printf "%s needs the API %s, which the cluster does not serve: install its CRDs first, or set crds.skipCapabilitiesCheck=true to render anyway (helm template / GitOps)." (index . 2) $api) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Exec probe of beat: succeeds while a `celery ... beat` process runs in the container (no broker call). */}}
+{{- define "celery-stack.beatRunningProbe" -}}
+- python
+- -c
+- |
+  import os, sys
+  me = str(os.getpid())
+  def cmdline(pid):
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+          return f.read().split(b"\0")
+  sys.exit(0 if any(b"beat" in cmdline(p) for p in os.listdir("/proc") if p.isdigit() and p != me) else 1)
+{{- end -}}

