@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap up test lint test-celery check-stack
+.PHONY: help bootstrap up test lint test-celery check-stack bench
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,5 +30,8 @@ test-celery: bootstrap ## Enqueue one task of each kind on the running `make up`
 
 check-stack: bootstrap ## Verification checklist against the running `make up` stack
 	cd app && $(UV) run --frozen python test_celery_setup.py
+
+bench: bootstrap ## Throughput / latency / memory of a worker pool at concurrency 1,2,4 (prints figures, writes bench.png)
+	$(UV) run --frozen python -m tests.benchmarks.throughput --tasks 1000 --concurrency 1,2,4 --plot logs/bench.png
 
 -include mk/*.mk

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Retry, TimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 
 from apps.main import deadletter
 from apps.main.queues import queue_for
@@ -61,7 +61,7 @@ class ReliableTask(Task):
         request = self.request if self.request.id == task_id else None
         delivery = (request.delivery_info or {}) if request else {}
         retries = (request.retries or 0) if request else 0
-        if isinstance(exc, TimeLimitExceeded):
+        if isinstance(exc, (TimeLimitExceeded, SoftTimeLimitExceeded)):
             reason = "time_limit"
         elif is_transient(exc) and not isinstance(exc, PermanentError):
             reason = "retries_exhausted"
