@@ -135,12 +135,12 @@ def test_every_app_role_but_flower_waits_for_migrations() -> None:
         init = d["spec"]["template"]["spec"].get("initContainers", [])
         if d["metadata"]["name"].endswith("-flower"):
             continue
-        assert init and init[0]["command"][:5] == ["python", "manage.py", "wait_for_migrations", "--timeout", "600"]
+        assert init and init[0]["args"][:5] == ["python", "manage.py", "wait_for_migrations", "--timeout", "600"]
 
 
 def test_helm_test_pod_runs_the_health_task() -> None:
     pod = one(render_chart(), "Pod", f"{N}-test-health")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert pod["spec"]["restartPolicy"] == "Never"
-    assert pod["spec"]["containers"][0]["command"] == ["python", "manage.py", "test_celery", "--task=health",
+    assert pod["spec"]["containers"][0]["args"] == ["python", "manage.py", "test_celery", "--task=health",
                                                        "--timeout", "120"]

@@ -20,7 +20,7 @@ def pool_queues(manifests: list[dict]) -> dict[str, list[str]]:
     out = {}
     for d in find(manifests, "Deployment"):
         if d["metadata"]["labels"]["app.kubernetes.io/component"] == "worker":
-            cmd = d["spec"]["template"]["spec"]["containers"][0]["command"]
+            cmd = d["spec"]["template"]["spec"]["containers"][0]["args"]
             out[d["metadata"]["labels"]["celery-stack.io/pool"]] = cmd[cmd.index("-Q") + 1].split(",")
     return out
 
@@ -41,11 +41,11 @@ def test_command_lines_are_the_apps(helm: str) -> None:
     def container(kind, name):
         return one(manifests, kind, f"rel-celery-stack-{name}")["spec"]["template"]["spec"][
             "containers"][0]
-    assert container("Deployment", "web")["command"] == commands.web(ports.WEB_PORT, 2)
-    assert container("Deployment", "beat")["command"] == commands.beat()
-    assert container("Deployment", "flower")["command"] == commands.flower(ports.FLOWER_PORT)
-    assert container("Deployment", "exporter")["command"] == commands.exporter(ports.EXPORTER_PORT)
-    migrate = container("Job", "migrate")["command"]
+    assert container("Deployment", "web")["args"] == commands.web(ports.WEB_PORT, 2)
+    assert container("Deployment", "beat")["args"] == commands.beat()
+    assert container("Deployment", "flower")["args"] == commands.flower(ports.FLOWER_PORT)
+    assert container("Deployment", "exporter")["args"] == commands.exporter(ports.EXPORTER_PORT)
+    migrate = container("Job", "migrate")["args"]
     assert migrate[:2] == ["sh", "-c"]
     assert migrate[2] == " && ".join(shlex.join(c) for c in commands.MIGRATE)
 
@@ -76,3 +76,14 @@ def test_chart_settings_module_exists() -> None:
     config = one(render_chart(), "ConfigMap", "rel-celery-stack-config")
     path = Path(ROOT / "app" / (config["data"]["DJANGO_SETTINGS_MODULE"].replace(".", "/") + ".py"))
     assert path.exists(), path
+
+
+def test_app_containers_keep_the_images_tini_entrypoint(manifests: list[dict]) -> None:
+    """`command:` would replace the image's ENTRYPOINT (tini): SIGTERM must reach Celery through tini."""
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--"]' in dockerfile  # no -g: only the main process is signalled
+    image_roles = {"web", "worker", "beat", "flower", "exporter", "migrate", "test"}
+    for _, spec in pod_specs(manifests):
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            if c["name"] in image_roles or c["name"].startswith("wait"):
+                assert "command" not in c and c.get("args"), c["name"]

@@ -22,14 +22,14 @@ def test_one_deployment_per_pool_with_the_apps_command(helm: str) -> None:
     assert set(deployments) == set(WORKER_POOLS)
     for name, pool in WORKER_POOLS.items():
         container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
-        assert container["command"] == commands.worker(name, pool)
-        assert "--concurrency" in container["command"]  # never the node's CPU count
+        assert container["args"] == commands.worker(name, pool)
+        assert "--concurrency" in container["args"]  # never the node's CPU count
 
 
 def test_custom_pool_serving_two_queues() -> None:
     manifests = render_chart({"workers": {"mixed": {"queues": ["default", "low_priority"], "concurrency": 3}}})
     container = workers(manifests)["mixed"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == commands.worker("mixed", WorkerPool(("default", "low_priority"), 3))
+    assert container["args"] == commands.worker("mixed", WorkerPool(("default", "low_priority"), 3))
 
 
 def test_a_default_pool_can_be_removed() -> None:
@@ -80,4 +80,4 @@ def test_every_pool_has_a_pdb_selecting_only_its_pods() -> None:
 def test_workers_wait_for_migrations(manifests: list[dict]) -> None:
     for deployment in workers(manifests).values():
         init = deployment["spec"]["template"]["spec"]["initContainers"][0]
-        assert init["command"][:3] == ["python", "manage.py", "wait_for_migrations"]
+        assert init["args"][:3] == ["python", "manage.py", "wait_for_migrations"]

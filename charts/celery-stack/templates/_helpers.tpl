@@ -257,7 +257,7 @@ volumeMounts:
 {{- define "celery-stack.waitForMigrations" -}}
 - name: wait-for-migrations
   {{- include "celery-stack.appContainerCommon" . | nindent 2 }}
-  command: ["python", "manage.py", "wait_for_migrations", "--timeout", {{ .Values.migrations.waitTimeoutSeconds | quote }}]
+  args: ["python", "manage.py", "wait_for_migrations", "--timeout", {{ .Values.migrations.waitTimeoutSeconds | quote }}]
   env:
     {{- include "celery-stack.connectionEnv" . | nindent 4 }}
   resources:
