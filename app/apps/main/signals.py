@@ -1,4 +1,4 @@
-"""Signal wiring: seed the beat schedule after migrate, log task durations."""
+"""Signal wiring: seed the beat schedule and create the cache table after migrate, log task durations."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 from celery import signals as celery_signals
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
+
+import apps.main.metrics  # noqa: F401 — connects the Prometheus metrics' signal receivers in every process
 
 performance = logging.getLogger("apps.main.performance")
 _started: dict[str, float] = {}
@@ -22,6 +24,17 @@ def seed_periodic_tasks(sender: Any, app_config: Any = None, **kwargs: Any) -> N
     from apps.main.schedule import ensure_periodic_tasks
 
     ensure_periodic_tasks(using=kwargs.get("using", "default"))
+
+
+@receiver(post_migrate)
+def create_cache_table(sender: Any, app_config: Any = None, **kwargs: Any) -> None:
+    # Without REDIS_URL the cache is a DatabaseCache, whose table no migration creates: health_check
+    # and cleanup_temp_files would fail on "no such table". createcachetable skips non-database caches.
+    if app_config is None or app_config.label != "main":
+        return
+    from django.core.management import call_command
+
+    call_command("createcachetable", database=kwargs.get("using", "default"), verbosity=0)
 
 
 @celery_signals.task_prerun.connect

@@ -246,12 +246,16 @@ def _preinitialise(consumer: Any) -> None:
         return
     queues = list(getattr(app.amqp.queues, "consume_from", None) or {})
     host = labels.hostname()
+    consumed = {labels.queue_label(q) for q in queues}
     for name in app.tasks:
         if name.startswith("celery."):
             continue
-        for queue in {labels.queue_label(q) for q in queues}:
+        for queue in consumed:
             for counter in (TASK_RECEIVED, TASK_STARTED, TASK_SUCCEEDED, TASK_RETRIED, TASK_DEAD_LETTERED):
                 counter.labels(name, queue, host)
+    for queue in consumed:  # poison messages: rejected and dead-lettered under one bounded name
+        TASK_REJECTED.labels(labels.UNREGISTERED, queue, host)
+        TASK_DEAD_LETTERED.labels(labels.UNREGISTERED, queue, host)
 
 
 def metrics_port() -> int:
