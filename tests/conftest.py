@@ -41,7 +41,10 @@ def test_database_url(django_db_setup: None) -> str:
     from django.db import connection
 
     s = connection.settings_dict
-    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+    # Outside a django_db test the connection may still name the original database: apply Django's
+    # documented rule for the test database's name (TEST.NAME, else "test_" + NAME).
+    name = s["NAME"] if s["NAME"].startswith("test_") else (s.get("TEST") or {}).get("NAME") or f"test_{s['NAME']}"
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{name}"
 
 
 @pytest.fixture(scope="session")
