@@ -1,0 +1,134 @@
+"""A worker lost mid-burst loses no task: acks_late + reject_on_worker_lost, warm shutdown on SIGTERM.
+
+The work is a burst of real, fast tasks (k8s_support.samples.BURST_TASK); while its backlog is being
+worked off, one pod of its pool is deleted, or its pool processes are SIGKILLed, and every task of the
+burst must still end in SUCCESS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+from kubernetes.client.exceptions import ApiException
+from kubernetes.stream import stream
+
+from apps.main.queues import queue_for
+from k8s_support.api import TaskApi, host_of_worker, pool_of_worker
+from k8s_support.release import ClusterReader
+from k8s_support.samples import BURST_ENV, BURST_TASK, burst_arguments, burst_size, drain_budget
+from k8s_support.waiting import wait_for
+from k8s_support.workloads import pool_for_queue, pool_queues
+
+#: Runs in the worker container: SIGKILL every prefork child of the Celery main process, as the
+#: kernel's OOM killer would. The main process then sees WorkerLostError and requeues the task.
+KILL_POOL_CHILDREN = r"""
+import os, signal
+procs = {}
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        stat = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()
+        cmd = open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\0', b' ').decode()
+    except OSError:
+        continue
+    procs[int(pid)] = (int(stat[1]), cmd)
+main = [pid for pid, (ppid, cmd) in procs.items()
+        if ' worker ' in cmd and ' worker ' not in procs.get(ppid, (0, ''))[1]]
+children = [pid for pid, (ppid, cmd) in procs.items() if ppid in main]
+for pid in children:
+    os.kill(pid, signal.SIGKILL)
+print(f'main={main} killed={children}')
+"""
+
+#: Burst tasks looked at to find a pod working on the burst: the first submitted run first.
+HEAD = 20
+#: Burst tasks looked at right after the disruption: the last submitted, so the last to run.
+TAIL = 20
+
+
+def burst_pool(reader: ClusterReader) -> str:
+    return pool_for_queue(pool_queues(reader.deployments("worker")), queue_for(BURST_TASK))
+
+
+def submit_burst(task_api: TaskApi) -> list[str]:
+    size = burst_size()
+    ids = task_api.submit_many(BURST_TASK, burst_arguments, size)
+    print(f"submitted {size} {BURST_TASK} tasks")
+    return ids
+
+
+def pod_working_on(task_api: TaskApi, ids: list[str], pool: str, dump: Callable[[], str]) -> str:
+    """A pod of ``pool`` that picked up the burst: one running a task of it, else one that ran one."""
+
+    def find() -> str | None:
+        seen = [status for status in map(task_api.status, ids[:HEAD])
+                if status["state"] in ("STARTED", "SUCCESS") and status["worker"]]
+        if not seen:
+            return None
+        status = next((s for s in seen if s["state"] == "STARTED"), seen[0])
+        assert pool_of_worker(status["worker"]) == pool, f"{BURST_TASK} ran outside pool {pool}: {status}"
+        return host_of_worker(status["worker"])
+
+    return wait_for(find, timeout=180, interval=0.5, diagnostics=dump,
+                    retry_on=(requests.ConnectionError, requests.Timeout),
+                    description=f"one of the first {HEAD} burst tasks to be STARTED or done on a pod of {pool}")
+
+
+def assert_burst_in_progress(task_api: TaskApi, ids: list[str], disruption: str) -> None:
+    """Some of the last tasks of the burst are not done right after ``disruption``: it hit a live burst."""
+    unfinished = [task_id for task_id in ids[-TAIL:] if task_api.status(task_id)["state"] != "SUCCESS"]
+    assert unfinished, (
+        f"all of the last {TAIL} of {len(ids)} burst tasks were already SUCCESS right after {disruption}: the "
+        f"burst was over before the disruption, so this run proves nothing; raise {BURST_ENV} (now {len(ids)})"
+    )
+    print(f"right after {disruption}: {len(unfinished)} of the last {TAIL} burst tasks not done yet")
+
+
+@pytest.mark.disruptive
+@pytest.mark.timeout(900)
+def test_deleting_a_busy_worker_pod_loses_no_task(
+    task_api: TaskApi, reader: ClusterReader, core: Any, dump: Callable[[], str]
+) -> None:
+    namespace = reader.release.namespace
+    ids = submit_burst(task_api)
+    pod = pod_working_on(task_api, ids, burst_pool(reader), dump)
+    grace = core.read_namespaced_pod(pod, namespace).spec.termination_grace_period_seconds or 30
+
+    core.delete_namespaced_pod(pod, namespace)  # default grace: SIGTERM, warm shutdown
+    assert_burst_in_progress(task_api, ids, f"deleting pod {pod}")
+
+    done = task_api.wait_all_success(ids, timeout=drain_budget(len(ids)), diagnostics=dump)
+    assert all(body["result"] for body in done.values()), [b for b in done.values() if not b["result"]][:5]
+
+    def gone() -> bool:
+        try:
+            core.read_namespaced_pod(pod, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
+
+    # The deletion really took the pod away (no finalizer or stuck shutdown kept it serving the burst).
+    wait_for(gone, timeout=grace + 60, interval=2, description=f"deleted pod {pod} to be gone", diagnostics=dump)
+
+
+@pytest.mark.disruptive
+@pytest.mark.timeout(900)
+def test_killed_pool_processes_requeue_their_tasks(
+    task_api: TaskApi, reader: ClusterReader, core: Any, dump: Callable[[], str]
+) -> None:
+    ids = submit_burst(task_api)
+    pod = pod_working_on(task_api, ids, burst_pool(reader), dump)
+
+    output = stream(
+        core.connect_get_namespaced_pod_exec, pod, reader.release.namespace, container="worker",
+        command=["python", "-c", KILL_POOL_CHILDREN], stderr=True, stdin=False, stdout=True, tty=False,
+    )
+    assert "killed=[" in output and "killed=[]" not in output, f"nothing killed in {pod}: {output}"
+    assert_burst_in_progress(task_api, ids, f"SIGKILLing the pool processes of {pod}")
+
+    done = task_api.wait_all_success(ids, timeout=drain_budget(len(ids)), diagnostics=dump)
+    assert all(body["result"] for body in done.values()), [b for b in done.values() if not b["result"]][:5]
