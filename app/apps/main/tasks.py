@@ -18,6 +18,7 @@ from django.db.models import Count
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from apps.main import checks
 from apps.main.base_task import ReliableTask
 from apps.main.models import AnalyticsSnapshot, DeadLetter, Heartbeat, Notification, UserAction
 from apps.main.queues import task_name
@@ -157,34 +158,12 @@ def cleanup_temp_files(self: ReliableTask, max_age_seconds: int | None = None) -
 @shared_task(bind=True, base=ReliableTask, name=task_name("health_check"))
 def health_check(self: ReliableTask) -> dict[str, Any]:
     """Check database, broker and cache; record the time of the last success."""
-    from django.core.cache import cache
-
-    checks: dict[str, str] = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {exc}"
-    try:
-        with self.app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=5)
-        checks["broker"] = "ok"
-    except Exception as exc:
-        checks["broker"] = f"error: {exc}"
-    try:
-        probe = uuid.uuid4().hex
-        cache.set("celery-stack:health-probe", probe, 60)
-        checks["cache"] = "ok" if cache.get("celery-stack:health-probe") == probe else "error: read back differs"
-    except Exception as exc:
-        checks["cache"] = f"error: {exc}"
-
-    failed = {name: state for name, state in checks.items() if state != "ok"}
-    if failed:
-        raise TransientError(f"health check failed: {json.dumps(failed)}")
+    results = checks.run(("database", "broker", "cache"))
+    if failures := checks.failed(results):
+        raise TransientError(f"health check failed: {json.dumps(failures)}")
     now = timezone.now()
-    Heartbeat.objects.update_or_create(name="health_check", defaults={"last_success": now, "details": checks})
-    return {"status": "healthy", "checks": checks, "checked_at": now.isoformat()}
+    Heartbeat.objects.update_or_create(name="health_check", defaults={"last_success": now, "details": results})
+    return {"status": "healthy", "checks": results, "checked_at": now.isoformat()}
 
 
 health_check.dead_letter = False  # runs every minute; its silence is alerted on, not each failure
