@@ -5,7 +5,8 @@ per queue, beat, Flower and the web app. Prints the URLs; Ctrl-C or SIGTERM stop
     python start_celery_services.py [--web-port 8000] [--flower-port 5555]
 
 REDIS_URL / DATABASE_URL from the environment are used as they are; without them the embedded
-servers keep their data under .local/ (git-ignored) between runs.
+servers keep their data under .local/ (git-ignored; $LOCAL_STACK_DIR if set) between runs, and the
+processes log to logs/processes/ ($LOG_DIR/processes).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from embedded.network import Abort, wait_until
 from embedded.supervisor import APP_DIR, Supervisor, python_env
 
 REPO_DIR = APP_DIR.parent
-LOCAL_DIR = REPO_DIR / ".local"
+# State and logs go elsewhere when LOCAL_STACK_DIR / LOG_DIR say so (the tests never touch a developer's).
+LOCAL_DIR = stack_env.local_dir()
 
 
 def say(message: str) -> None:
@@ -77,14 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("APP_DATA_DIR", str(LOCAL_DIR / "data"))
     for key, value in local_credentials().items():
         env.setdefault(key, value)
-    supervisor = Supervisor(log_dir=REPO_DIR / "logs" / "processes", env=env)
+    supervisor = Supervisor(log_dir=Path(env.get("LOG_DIR") or REPO_DIR / "logs") / "processes", env=env)
     try:
         if not env.get("REDIS_URL"):
-            say("REDIS_URL not set: starting embedded Valkey (data in .local/valkey)")
+            say(f"REDIS_URL not set: starting embedded Valkey (data in {LOCAL_DIR / 'valkey'})")
             backends.append(EmbeddedValkey(LOCAL_DIR / "valkey").start())
             env["REDIS_URL"] = backends[-1].url
         if not env.get("DATABASE_URL"):
-            say("DATABASE_URL not set: starting embedded PostgreSQL (data in .local/postgres)")
+            say(f"DATABASE_URL not set: starting embedded PostgreSQL (data in {LOCAL_DIR / 'postgres'})")
             backends.append(EmbeddedPostgres(LOCAL_DIR / "postgres").start())
             env["DATABASE_URL"] = backends[-1].url
 
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         say("the stack is up:")
         say(f"  web          http://127.0.0.1:{args.web_port}/   (admin at /admin/, API at /api/tasks/<name>/)")
         say(f"  flower       http://127.0.0.1:{args.flower_port}/   user {flower_user!r}")
-        say(f"  credentials  API token and Flower password in {stack_env.STACK_ENV_PATH}")
+        say(f"  credentials  API token and Flower password in {stack_env.stack_env_path()}")
         say(f"  broker       {env['REDIS_URL'].split('@')[-1]}")
         for name, pool in WORKER_POOLS.items():
             say(f"  worker       {name}@{host}  queues={','.join(pool.queues)} concurrency={pool.concurrency}")

@@ -35,6 +35,8 @@ TEMP_FILES_DIR = "TEMP_FILES_DIR"
 REPORTS_DIR = "REPORTS_DIR"
 BACKUP_DIR = "BACKUP_DIR"
 LOG_DIR = "LOG_DIR"
+#: The local stack's state (stack.env, generated credentials, embedded servers' data); default <repo>/.local.
+LOCAL_STACK_DIR = "LOCAL_STACK_DIR"
 
 #: Beat's Redis lease: seconds a lease lives without renewal.
 BEAT_LEASE_TTL = "BEAT_LEASE_TTL"

@@ -11,3 +11,4 @@ class MainConfig(AppConfig):
         # Register the tasks in every Django process (web, admin, commands), not only in workers:
         # requeueing a dead letter checks that its task exists.
         from apps.main import signals, tasks  # noqa: F401
+        from apps.main.api import schema  # noqa: F401  (drf-spectacular extensions register on import)

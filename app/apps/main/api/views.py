@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import states
 from celery.result import AsyncResult
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -64,18 +65,23 @@ class TaskStatusView(APIView):
 
         task_id = str(task_id)
         result = AsyncResult(task_id, app=app)
+        # Read the state once: each read asks the backend again, and a task finishing in between
+        # would give "STARTED" with ready=true. A ready state is cached, so .result matches it.
+        state = result.state
+        ready = state in states.READY_STATES
+        failed = state in (states.FAILURE, states.REVOKED)
+        # After the state: a finished task's row is then its final one.
         stored = TaskResult.objects.filter(task_id=task_id).first()
-        failed = result.state in ("FAILURE", "REVOKED")
         body = {
             "id": task_id,
             "task": stored.task_name if stored else None,
-            "state": result.state,
-            "ready": result.ready(),
-            "result": None if failed or not result.ready() else result.result,
+            "state": state,
+            "ready": ready,
+            "result": result.result if ready and not failed else None,
             "error": repr(result.result) if failed else None,
             "worker": stored.worker if stored else None,
             # Results do not store the queue; ours follow the routes (apps.main.queues).
             "queue": queue_for(stored.task_name.rsplit(".", 1)[-1]) if stored and stored.task_name else None,
-            "date_done": stored.date_done if stored and result.ready() else None,
+            "date_done": stored.date_done if stored and ready else None,
         }
         return Response(TaskStatus(body).data)

@@ -1,0 +1,156 @@
+"""Settings as processes load them: production refuses to start half-configured, and the Celery
+configuration that a worker really gets (``app.conf`` after ``django.setup()``) is the specified one."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from apps.main.queues import DEFAULT_QUEUE, TASK_ROUTES
+from embedded.supervisor import python_env
+from portfolio_site import environment as env_names
+from tests.app.procs import APP_DIR, manage
+
+PRODUCTION = "portfolio_site.settings.production"
+REQUIRED = (env_names.REDIS_URL, env_names.DATABASE_URL, env_names.SECRET_KEY)
+
+
+def production_env(**overrides: str | None) -> dict[str, str]:
+    """A production environment with every required variable; ``NAME=None`` removes one."""
+    env = python_env()
+    for name in (*REQUIRED, env_names.BROKER_URL, env_names.SENTRY_DSN, env_names.LOCAL_STACK_DIR):
+        env.pop(name, None)
+    env.update({
+        env_names.SETTINGS_MODULE: PRODUCTION,
+        # Nothing listens on these: loading settings and the checks below must not need a connection.
+        env_names.REDIS_URL: "redis://:secret@127.0.0.1:1/0",
+        env_names.DATABASE_URL: "postgres://app:secret@127.0.0.1:1/celery_stack",
+        env_names.SECRET_KEY: secrets.token_urlsafe(64),
+    })
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], cwd=APP_DIR, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+SETUP = "import django; django.setup()"
+
+
+@pytest.mark.parametrize(("missing", "how"), [*((name, "unset") for name in REQUIRED), (REQUIRED[0], "blank")])
+def test_production_refuses_to_start_without(missing: str, how: str) -> None:
+    done = python(SETUP, production_env(**{missing: None if how == "unset" else "   "}))
+    assert done.returncode != 0
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"production settings: {missing} is not set; it must be "), lines[0]
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_production_refuses_the_sqlite_broker_fallback(tmp_path) -> None:
+    done = python(SETUP, production_env(**{env_names.BROKER_URL: f"sqla+sqlite:///{tmp_path}/broker.sqlite3"}))
+    assert done.returncode != 0
+    assert done.stderr == "production settings: the SQLite broker fallback is for development only\n"
+
+
+def test_production_with_everything_set_passes_the_deploy_checks() -> None:
+    done = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "System check identified no issues" in done.stdout, done.stdout
+    assert "drf_spectacular" not in done.stdout + done.stderr
+
+
+DUMP = """
+import json, django
+django.setup()
+from celery.utils.imports import symbol_by_name
+from django.conf import settings
+from django_celery_beat.schedulers import DatabaseScheduler
+from apps.main.queues import task_name, TASK_NAMES
+from apps.main.retry import policy_for
+from portfolio_site.celery import app
+
+conf = app.conf
+keys = '''accept_content task_serializer result_serializer event_serializer timezone enable_utc beat_scheduler
+task_routes task_default_queue worker_concurrency worker_prefetch_multiplier worker_max_tasks_per_child
+task_soft_time_limit task_time_limit result_expires task_acks_late task_reject_on_worker_lost
+broker_transport_options broker_connection_retry_on_startup broker_pool_limit worker_send_task_events
+task_send_sent_event task_track_started result_backend task_default_max_retries task_default_retry_delay
+result_accept_content'''.split()
+out = {key: conf[key] for key in keys}
+out["broker_url_scheme"] = conf.broker_url.split(":", 1)[0]
+out["scheduler_is_database_scheduler"] = issubclass(symbol_by_name(conf.beat_scheduler), DatabaseScheduler)
+out["RETRY_BACKOFF_MAX"] = settings.RETRY_BACKOFF_MAX
+out["CONN_MAX_AGE"] = settings.DATABASES["default"]["CONN_MAX_AGE"]
+out["DEBUG"] = settings.DEBUG
+# What each registered task really runs with, after Celery bound it to this configuration.
+out["tasks"] = {
+    short: {attr: getattr(app.tasks[task_name(short)], attr) for attr in
+            ("serializer", "acks_late", "reject_on_worker_lost", "time_limit", "soft_time_limit", "track_started")}
+    for short in TASK_NAMES
+}
+out["default_policy"] = [policy_for("update_analytics").max_retries, policy_for("update_analytics").base_delay]
+print(json.dumps(out, default=str))
+"""
+
+
+@pytest.fixture(scope="module", params=["portfolio_site.settings.base", PRODUCTION])
+def loaded_conf(request: pytest.FixtureRequest) -> dict[str, Any]:
+    done = python(DUMP, production_env(**{env_names.SETTINGS_MODULE: request.param}))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_json_only_and_utc(loaded_conf: dict[str, Any]) -> None:
+    assert loaded_conf["accept_content"] == ["json"]
+    assert loaded_conf["result_accept_content"] in (None, ["json"])  # None: Celery uses accept_content
+    for key in ("task_serializer", "result_serializer", "event_serializer"):
+        assert loaded_conf[key] == "json", key
+    assert (loaded_conf["timezone"], loaded_conf["enable_utc"]) == ("UTC", True)
+    assert {task["serializer"] for task in loaded_conf["tasks"].values()} == {"json"}
+
+
+def test_scheduler_routes_and_queues(loaded_conf: dict[str, Any]) -> None:
+    assert loaded_conf["beat_scheduler"] == "apps.main.beat:LeasedDatabaseScheduler"
+    assert loaded_conf["scheduler_is_database_scheduler"] is True
+    assert loaded_conf["task_routes"] == TASK_ROUTES
+    assert loaded_conf["task_default_queue"] == DEFAULT_QUEUE == "default"
+
+
+def test_worker_limits_and_retries(loaded_conf: dict[str, Any]) -> None:
+    assert loaded_conf["worker_concurrency"] == 4
+    assert loaded_conf["worker_prefetch_multiplier"] == 1
+    assert loaded_conf["worker_max_tasks_per_child"] == 1000
+    assert (loaded_conf["task_soft_time_limit"], loaded_conf["task_time_limit"]) == (60, 120)
+    assert (loaded_conf["task_default_max_retries"], loaded_conf["task_default_retry_delay"]) == (3, 60)
+    assert loaded_conf["default_policy"] == [3, 60]  # what a task without its own policy really gets
+    assert loaded_conf["result_expires"] == 3600
+    assert loaded_conf["result_backend"] == "django-db"
+    for short, task in loaded_conf["tasks"].items():
+        assert (task["acks_late"], task["reject_on_worker_lost"], task["track_started"]) == (True, True, True), short
+        assert (task["soft_time_limit"], task["time_limit"]) == (60, 120), short
+
+
+def test_broker_reliability(loaded_conf: dict[str, Any]) -> None:
+    assert loaded_conf["broker_url_scheme"] == "redis"
+    assert (loaded_conf["task_acks_late"], loaded_conf["task_reject_on_worker_lost"]) == (True, True)
+    visibility = loaded_conf["broker_transport_options"]["visibility_timeout"]
+    # An unacknowledged message is redelivered after this: it must outlast every countdown and run.
+    assert visibility > loaded_conf["RETRY_BACKOFF_MAX"] and visibility > loaded_conf["task_time_limit"]
+    assert loaded_conf["broker_connection_retry_on_startup"] is True
+    assert isinstance(loaded_conf["broker_pool_limit"], int) and 0 < loaded_conf["broker_pool_limit"] <= 100
+    assert (loaded_conf["worker_send_task_events"], loaded_conf["task_send_sent_event"]) == (True, True)
+    assert loaded_conf["task_track_started"] is True
+    assert loaded_conf["CONN_MAX_AGE"] > 0
+    assert loaded_conf["DEBUG"] is False
