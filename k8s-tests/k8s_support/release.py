@@ -128,27 +128,21 @@ class ClusterReader:
         self.apps = apps
         self.release = release
 
-    def secret(self, name: str) -> dict[str, str]:
+    def _read(self, kind: str, read: Any, name: str) -> Any:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            obj = self.core.read_namespaced_secret(name, self.release.namespace)
+            return read(name, self.release.namespace)
         except ApiException as exc:
             if exc.status == 404:
-                raise KeyError(f"Secret {self.release.namespace}/{name} not found") from None
+                raise KeyError(f"{kind} {self.release.namespace}/{name} not found") from None
             raise
-        return decode_secret_data(obj.data)
+
+    def secret(self, name: str) -> dict[str, str]:
+        return decode_secret_data(self._read("Secret", self.core.read_namespaced_secret, name).data)
 
     def config_map(self, name: str) -> dict[str, str]:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            obj = self.core.read_namespaced_config_map(name, self.release.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise KeyError(f"ConfigMap {self.release.namespace}/{name} not found") from None
-            raise
-        return dict(obj.data or {})
+        return dict(self._read("ConfigMap", self.core.read_namespaced_config_map, name).data or {})
 
     def deployments(self, component: str | None = None) -> list[Any]:
         return self.apps.list_namespaced_deployment(

@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,25 +13,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_k8s_tests(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    # A kubeconfig whose API server refuses connections: "no cluster" even on a machine that has one.
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(textwrap.dedent("""
-        apiVersion: v1
-        kind: Config
-        clusters: [{name: c, cluster: {server: "https://127.0.0.1:9"}}]
-        users: [{name: u, user: {token: t}}]
-        contexts: [{name: kind-gone, context: {cluster: c, user: u}}]
-        current-context: kind-gone
-    """))
+def run_k8s_tests(kubeconfig: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("K8S_TESTS_", "PYTEST_"))}
     environment.update(KUBECONFIG=str(kubeconfig), **env)
     return subprocess.run([sys.executable, "-m", "pytest", "k8s-tests", *args], cwd=ROOT,
                           env=environment, capture_output=True, text=True, timeout=240, check=False)
 
 
-def test_collects_every_scenario_without_error(tmp_path: Path) -> None:
-    done = run_k8s_tests(tmp_path, "--collect-only", "-q")
+def test_collects_every_scenario_without_error(dead_kubeconfig: Path) -> None:
+    done = run_k8s_tests(dead_kubeconfig, "--collect-only", "-q")
     assert done.returncode == 0, done.stdout + done.stderr
     ids = [line for line in done.stdout.splitlines() if "::" in line]
     files = {Path(i.split("::")[0]).name for i in ids}  # ids are relative to k8s-tests/ (its pytest.ini)
@@ -41,8 +30,8 @@ def test_collects_every_scenario_without_error(tmp_path: Path) -> None:
     assert sum("test_task_succeeds_on_its_queues_pool[" in i for i in ids) == 7
 
 
-def test_without_a_cluster_everything_is_skipped_with_the_reason(tmp_path: Path) -> None:
-    done = run_k8s_tests(tmp_path, "-rs", "-q")
+def test_without_a_cluster_everything_is_skipped_with_the_reason(dead_kubeconfig: Path) -> None:
+    done = run_k8s_tests(dead_kubeconfig, "-rs", "-q")
     assert done.returncode == 0, done.stdout + done.stderr
     summary = done.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"\d+ skipped in [\d.]+s", summary), summary
@@ -52,7 +41,7 @@ def test_without_a_cluster_everything_is_skipped_with_the_reason(tmp_path: Path)
                for line in reasons), reasons[0]
 
 
-def test_required_cluster_missing_is_an_error_not_a_skip(tmp_path: Path) -> None:
-    done = run_k8s_tests(tmp_path, "-q", K8S_TESTS_REQUIRED="1")
+def test_required_cluster_missing_is_an_error_not_a_skip(dead_kubeconfig: Path) -> None:
+    done = run_k8s_tests(dead_kubeconfig, "-q", K8S_TESTS_REQUIRED="1")
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
     assert "K8S_TESTS_REQUIRED=1 but no Kubernetes cluster reachable" in done.stdout + done.stderr

