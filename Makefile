@@ -13,7 +13,7 @@ help: ## List the targets
 
 bootstrap: ## Install uv (if missing) and the locked virtual environment
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || { \
-	  echo "installing uv with pip"; python3 -m pip install --quiet --disable-pip-version-check uv; }
+	  echo "installing uv with pip"; python3 -m pip install --quiet --disable-pip-version-check "uv>=0.13,<0.14"; }
 	@$(UV) sync --frozen --quiet
 
 up: bootstrap ## Run the whole stack locally (embedded Valkey + PostgreSQL unless REDIS_URL/DATABASE_URL are set)
