@@ -3,6 +3,9 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -16,15 +19,16 @@ class Abort(Exception):
     """Raised by a condition to stop waiting at once (the process it waits for has died)."""
 
 
-def wait_until(condition: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05) -> None:
-    """Poll ``condition`` until it holds; raise TimeoutError naming ``what`` if it never does."""
+def wait_until(condition: Callable[[], T], *, timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that; raise TimeoutError naming
+    ``what`` if it never does. Abort and AssertionError raised by the condition end the wait at once."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while time.monotonic() < deadline:
         try:
-            if condition():
-                return
-        except Abort:
+            if value := condition():
+                return value
+        except (Abort, AssertionError):
             raise
         except Exception as exc:  # the condition probes a server that may not be up yet
             last_error = exc

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from embedded.supervisor import APP_DIR
 
 __all__ = [
-    "APP_DIR", "LineReader", "manage", "read_json_lines", "redis_db_url", "scratch_database", "wait_for",
+    "APP_DIR", "LineReader", "manage", "read_json_lines", "redis_db_url", "scratch_database",
 ]
 
 
@@ -57,24 +57,6 @@ def scratch_database(server_url: str, prefix: str = "scratch") -> Iterator[str]:
     finally:
         with psycopg.connect(_admin_dsn(server_url), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def wait_for(condition: Callable[[], object], *, timeout: float, what: str, interval: float = 0.1) -> object:
-    """Poll until ``condition()`` returns something truthy and return it; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except AssertionError:
-            raise
-        except Exception as exc:  # the probed server may not answer yet
-            last_error = exc
-        time.sleep(interval)
-    detail = f" (last error: {last_error!r})" if last_error else ""
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
 
 
 class LineReader:

@@ -22,9 +22,8 @@ from rest_framework import serializers as drf
 
 from apps.main.api.serializers import TASK_ARGUMENTS
 from apps.main.queues import WORKER_POOLS, queue_for, task_name
-from embedded.network import free_port
+from embedded.network import free_port, wait_until
 from portfolio_site.celery import app
-from tests.app.procs import wait_for
 
 
 @pytest.fixture
@@ -163,7 +162,7 @@ def test_every_task_is_accepted_and_runs_on_the_pool_of_its_queue(client: Client
 
     final = {}
     for short in accepted:
-        final[short] = wait_for(lambda s=short: (lambda st: st if st["ready"] else None)(status(s)),
+        final[short] = wait_until(lambda s=short: (lambda st: st if st["ready"] else None)(status(s)),
                                 timeout=30, what=f"{short} to finish")
     for short, st in final.items():
         assert st["state"] == "SUCCESS", (short, st)

@@ -23,11 +23,11 @@ from django.core.management import call_command
 from apps.main.management.commands.test_celery import sample_calls
 from apps.main.queues import queue_for, task_name
 from apps.main.schedule import DEFAULT_SCHEDULE
-from embedded.network import free_port
+from embedded.network import free_port, wait_until
 from embedded.process import stop_process
 from portfolio_site import environment as env_names
 from portfolio_site.celery import app
-from tests.app.procs import APP_DIR, manage, redis_db_url, scratch_database, wait_for
+from tests.app.procs import APP_DIR, manage, redis_db_url, scratch_database
 
 #: A Redis database index of the session server that no test worker consumes.
 IDLE_REDIS_DB = 3
@@ -163,7 +163,7 @@ def test_worker_liveness_follows_the_heartbeat_file(celery_worker_factory, live_
     # The solo pool runs the same consumer (which touches the file) and stops faster than prefork.
     celery_worker_factory([f"liveness-{uuid.uuid4().hex[:6]}"], concurrency=1, pool="solo",
                           extra_env={env_names.DATA_DIR: str(data_dir)})
-    wait_for(heartbeat.exists, timeout=10, what="the worker's first heartbeat")
+    wait_until(heartbeat.exists, timeout=10, what="the worker's first heartbeat")
     alive = manage("worker_liveness", "--max-age", "120", env=env)
     assert alive.returncode == 0, alive.stderr
     assert alive.stdout.startswith("worker alive: heartbeat ")
@@ -214,7 +214,7 @@ def test_start_flower_serves_behind_basic_auth_and_sees_the_workers(
                 return exc.code
             return 200
 
-        assert wait_for(lambda: refuses({}), timeout=30, what="Flower to answer") == 401
+        assert wait_until(lambda: refuses({}), timeout=30, what="Flower to answer") == 401
         assert refuses(wrong) == 401
 
         def workers() -> set[str] | None:
@@ -224,7 +224,7 @@ def test_start_flower_serves_behind_basic_auth_and_sees_the_workers(
                 listed = set(json.load(response))
             return listed if set(stack_workers.values()) <= listed else None
 
-        wait_for(workers, timeout=30, what="Flower to list the stack's workers", interval=0.5)
+        wait_until(workers, timeout=30, what="Flower to list the stack's workers", interval=0.5)
     finally:
         stop_process(process, timeout=15)
         log.close()
@@ -278,4 +278,4 @@ def test_celery_control_revoke_reaches_every_worker(live_env: dict[str, str], st
     assert all(task_id in replies.get(node, []) for node in stack_workers.values()), replies
     # A revoked id is never run: sent now, it is discarded by the worker that receives it.
     result = app.send_task(task_name("health_check"), task_id=task_id)
-    wait_for(lambda: result.state == "REVOKED", timeout=15, what="the revoked task to be discarded")
+    wait_until(lambda: result.state == "REVOKED", timeout=15, what="the revoked task to be discarded")

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from apps.main.queues import queue_for, task_name
+from embedded.network import wait_until
 from portfolio_site import environment as env_names
 from portfolio_site.celery import app
-from tests.app.procs import read_json_lines, wait_for
+from tests.app.procs import read_json_lines
 from tests.support.webhook import webhook_server
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -36,7 +37,7 @@ def test_worker_stdout_is_json_with_task_context_and_attempts(stack_workers: dic
         entries = entries_of(log, result.id)
         return entries if any("succeeded" in e["message"] for e in entries) else []
 
-    entries = wait_for(finished, timeout=10, what="the task's success line in the worker log")
+    entries = wait_until(finished, timeout=10, what="the task's success line in the worker log")
     # Every line of the log that mentions the task is a JSON object (read_json_lines parsed them all).
     mentions = [line for line in log.read_text().splitlines() if result.id in line]
     assert mentions and all(line.startswith("{") and json.loads(line) for line in mentions)
@@ -72,7 +73,7 @@ def test_dev_settings_write_the_log_files(celery_worker_factory, tmp_path: Path)
         bad.get(timeout=30)
 
     performance = log_dir / "performance.log"
-    wait_for(lambda: len(read_json_lines(performance)) >= 2 if performance.exists() else False,
+    wait_until(lambda: len(read_json_lines(performance)) >= 2 if performance.exists() else False,
              timeout=10, what="both task durations in performance.log")
     timed = read_json_lines(performance)
     assert [(e["task_id"], e["state"]) for e in timed] == [(ok.id, "SUCCESS"), (bad.id, "FAILURE")]

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from apps.main.models import AnalyticsSnapshot, DeadLetter, Heartbeat, Notification, UserAction
 from apps.main.queues import TASK_NAMES, WORKER_POOLS, queue_for, task_name
+from embedded.network import wait_until
 from portfolio_site.celery import app
 from tests.support.webhook import webhook_server
 
@@ -216,10 +217,5 @@ def test_backup_keeps_the_newest_n(stack_workers: dict[str, str]) -> None:
 
 
 def wait_for_dead_letter(task_id: str, timeout: float = 30) -> DeadLetter:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        letter = DeadLetter.objects.filter(task_id=task_id).first()
-        if letter is not None:
-            return letter
-        time.sleep(0.1)
-    raise AssertionError(f"no dead letter for task {task_id} within {timeout}s")
+    return wait_until(lambda: DeadLetter.objects.filter(task_id=task_id).first(), timeout=timeout,
+                      what=f"a dead letter for task {task_id}", interval=0.1)

@@ -20,12 +20,6 @@ class WebhookServer:
     def status_for(self, index: int) -> int:
         return self.statuses[min(index, len(self.statuses) - 1)]
 
-    def wait_for_calls(self, count: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.calls) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(self.calls) >= count, f"webhook got {len(self.calls)} calls, expected {count}"
-
 
 @contextmanager
 def webhook_server(statuses: list[int]) -> Iterator[WebhookServer]:
