@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlparse
 
 from kubernetes import client
 
-from tests.cluster.httpserver import Reply, Request, serve
+from tests.support.httpserver import Reply, Request, serve
 
 
 @contextmanager

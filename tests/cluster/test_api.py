@@ -18,7 +18,7 @@ from k8s_support.samples import (
     burst_size,
     drain_budget,
 )
-from tests.cluster.httpserver import Reply, Request, Server, serve
+from tests.support.httpserver import Reply, Request, Server, serve
 
 TOKEN = "s3cret"
 

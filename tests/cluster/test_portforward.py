@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from k8s_support.portforward import PortForward, PortForwardError
-from tests.cluster.httpserver import Reply, serve
+from tests.support.httpserver import Reply, serve
 
 #: Behaves like `kubectl port-forward TARGET :REMOTE --address 127.0.0.1` toward a local port given in
 #: $FORWARD_TO: listens on a free port, prints kubectl's line, then relays connections.

@@ -1,19 +1,19 @@
-"""A real HTTP server on loopback that answers webhooks with a scripted sequence of status codes."""
+"""A webhook target on loopback that answers with a scripted sequence of status codes."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.support.httpserver import Reply, Request, serve
 
 
 @dataclass
 class WebhookServer:
     statuses: list[int]
+    #: (monotonic arrival time, JSON body) of each call, in order.
     calls: list[tuple[float, dict]] = field(default_factory=list)
     url: str = ""
 
@@ -25,23 +25,11 @@ class WebhookServer:
 def webhook_server(statuses: list[int]) -> Iterator[WebhookServer]:
     state = WebhookServer(statuses=list(statuses))
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-            status = state.status_for(len(state.calls))
-            state.calls.append((time.monotonic(), body))
-            self.send_response(status)
-            self.end_headers()
+    def route(request: Request) -> Reply:
+        status = state.status_for(len(state.calls))
+        state.calls.append((request.at, json.loads(request.body or b"{}")))
+        return Reply(status=status, body=b"")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve(route) as server:
+        state.url = f"{server.url}/hook"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

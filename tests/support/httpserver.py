@@ -1,9 +1,12 @@
-"""A real HTTP server on 127.0.0.1 in a thread, answering from a routing function (tests only)."""
+"""A real HTTP server on 127.0.0.1 in a thread, answering from a routing function (tests only).
+
+Shared by the webhook target of the app tests and the fake API servers of the cluster-helper tests."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)  # when it arrived (retry-timing tests)
 
 
 @dataclass
