@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-from celery import signals as celery_signals
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
 import apps.main.metrics  # noqa: F401 — connects the Prometheus metrics' signal receivers in every process
+from apps.main.task_timing import task_timed
 
 performance = logging.getLogger("apps.main.performance")
-_started: dict[str, float] = {}
 
 
 @receiver(post_migrate)
@@ -37,17 +35,9 @@ def create_cache_table(sender: Any, app_config: Any = None, **kwargs: Any) -> No
     call_command("createcachetable", database=kwargs.get("using", "default"), verbosity=0)
 
 
-@celery_signals.task_prerun.connect
-def _task_started(task_id: str | None = None, **_: Any) -> None:
-    if task_id:
-        _started[task_id] = time.monotonic()
-
-
-@celery_signals.task_postrun.connect
-def _task_finished(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
-    begun = _started.pop(task_id, None) if task_id else None
-    if begun is not None and task is not None:
-        performance.info(
-            "task %s finished in %.3fs with state %s", task.name, time.monotonic() - begun, state,
-            extra={"duration_seconds": round(time.monotonic() - begun, 6), "state": state},
-        )
+@receiver(task_timed, dispatch_uid="apps.main.performance_log")
+def log_task_duration(task: Any = None, seconds: float = 0.0, state: str | None = None, **_: Any) -> None:
+    performance.info(
+        "task %s finished in %.3fs with state %s", task.name, seconds, state,
+        extra={"duration_seconds": round(seconds, 6), "state": state},
+    )

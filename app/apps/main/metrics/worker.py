@@ -20,12 +20,14 @@ import time
 from typing import Any
 
 from celery import signals
+from django.dispatch import receiver
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from apps.main.metrics import labels
 from apps.main.metrics import multiprocess as mp
+from apps.main.task_timing import task_timed
 from portfolio_site import environment as env
 from portfolio_site.ports import WORKER_METRICS_PORT
 
@@ -65,10 +67,6 @@ PERIODIC_LAST_SUCCESS = Gauge(
     ("name",),
     multiprocess_mode="max",  # the newest success over every child, dead ones included
 )
-
-# Per pool child: task id -> monotonic start time (a child runs one task at a time).
-_started: dict[str, float] = {}
-
 
 def _queue_of(request: Any) -> str:
     delivery = getattr(request, "delivery_info", None) or {}
@@ -127,18 +125,14 @@ def _count_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
 
 
 @signals.task_prerun.connect(dispatch_uid="apps.main.metrics.prerun")
-def _count_started(task_id: str | None = None, task: Any = None, **_: Any) -> None:
-    if task_id:
-        _started[task_id] = time.monotonic()
+def _count_started(task: Any = None, **_: Any) -> None:
     TASK_STARTED.labels(**_task_labels(getattr(task, "name", None), getattr(task, "request", None))).inc()
 
 
-@signals.task_postrun.connect(dispatch_uid="apps.main.metrics.postrun")
-def _observe_runtime(task_id: str | None = None, task: Any = None, **_: Any) -> None:
-    begun = _started.pop(task_id, None) if task_id else None
-    if begun is not None:
-        TASK_RUNTIME.labels(labels.task_label(getattr(task, "name", None)),
-                            _queue_of(getattr(task, "request", None))).observe(time.monotonic() - begun)
+@receiver(task_timed, dispatch_uid="apps.main.metrics.runtime")
+def _observe_runtime(task: Any = None, seconds: float = 0.0, **_: Any) -> None:
+    TASK_RUNTIME.labels(labels.task_label(getattr(task, "name", None)),
+                        _queue_of(getattr(task, "request", None))).observe(seconds)
 
 
 @signals.task_success.connect(dispatch_uid="apps.main.metrics.success")
