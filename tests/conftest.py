@@ -4,7 +4,6 @@ real Celery workers in subprocesses, started with the same command lines as the 
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +11,6 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from embedded.network import Abort, wait_until
 from embedded.supervisor import Supervisor, python_env
 
 LIVE_READY_TIMEOUT = 60.0
@@ -70,33 +68,14 @@ def process_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 WorkerFactory = Callable[..., str]
 
 
-def _ping(destination: str) -> bool:
-    from portfolio_site.celery import app
-
-    return any(destination in reply for reply in app.control.ping(destination=[destination], timeout=0.5))
-
-
 def start_worker(
     supervisor: Supervisor, queues: list[str], *, name: str, concurrency: int = 2,
     extra_env: dict[str, str] | None = None, pool: str = "prefork",
 ) -> str:
-    """Start ``celery worker`` as the chart does and wait until it answers a ping; returns its node name."""
-    from apps.main.queues import WorkerPool
-    from portfolio_site import commands
-
-    argv = commands.worker(name, WorkerPool(tuple(queues), concurrency))
-    if pool != "prefork":
-        argv += ["--pool", pool]
-    child = supervisor.spawn(f"worker-{name}", argv, extra_env=extra_env)
-    node = f"{name}@{socket.gethostname()}"
-
-    def answered() -> bool:
-        if child.process.poll() is not None:
-            raise Abort(supervisor.describe_failure(child))
-        return _ping(node)
-
-    wait_until(answered, timeout=LIVE_READY_TIMEOUT, what=f"worker {node}", interval=0.2)
-    return node
+    """A real ``celery worker`` (the chart's command line) answering pings; returns its node name."""
+    extra_args = ("--pool", pool) if pool != "prefork" else ()
+    return supervisor.start_worker(name, tuple(queues), concurrency=concurrency, timeout=LIVE_READY_TIMEOUT,
+                                   extra_args=extra_args, extra_env=extra_env)
 
 
 @pytest.fixture

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from embedded.network import Abort, wait_until
 from embedded.process import detach_from_terminal, stop_process, tail
 
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -51,6 +53,30 @@ class Supervisor:
     def stop_all(self, timeout: float = 30) -> None:
         for child in reversed(list(self.children)):
             self.stop(child, timeout)
+
+    def start_worker(self, name: str, queues: tuple[str, ...], *, concurrency: int, timeout: float = 60,
+                     extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None,
+                     loglevel: str = "INFO") -> str:
+        """Start ``celery worker`` with the chart's command line and wait until it answers a ping.
+
+        Returns the node name (``<name>@<host>``); a worker that exits while starting fails at once.
+        Needs Django set up in this process (the ping goes through the app's broker).
+        """
+        from apps.main.queues import WorkerPool
+        from portfolio_site import commands
+        from portfolio_site.celery import app
+
+        argv = [*commands.worker(name, WorkerPool(queues, concurrency), loglevel=loglevel), *extra_args]
+        child = self.spawn(f"worker-{name}", argv, extra_env=extra_env)
+        node = f"{name}@{socket.gethostname()}"
+
+        def answered() -> bool:
+            if child.process.poll() is not None:
+                raise Abort(self.describe_failure(child))
+            return any(node in reply for reply in app.control.ping(destination=[node], timeout=0.5))
+
+        wait_until(answered, timeout=timeout, what=f"worker {node}", interval=0.2)
+        return node
 
     def describe_failure(self, child: Child) -> str:
         code = child.process.returncode

@@ -58,17 +58,14 @@ def peak_rss_sampler(pid: int, stop: threading.Event, out: list[float]) -> None:
 def run_one(concurrency: int, tasks: int, env: dict[str, str], logs: Path) -> Figures:
     from django_celery_results.models import TaskResult
 
-    from apps.main.queues import WorkerPool, task_name
-    from portfolio_site import commands
+    from apps.main.queues import task_name
     from portfolio_site.celery import app
 
     TaskResult.objects.all().delete()
     supervisor = Supervisor(log_dir=logs, env=env)
-    node = f"bench{concurrency}"
-    child = supervisor.spawn(node, commands.worker(node, WorkerPool((QUEUE,), concurrency), loglevel="WARNING"))
     try:
-        wait_until(lambda: bool(app.control.ping(destination=[f"{node}@{os.uname().nodename}"], timeout=0.5)),
-                   timeout=60, what=f"worker {node}")
+        supervisor.start_worker(f"bench{concurrency}", (QUEUE,), concurrency=concurrency, loglevel="WARNING")
+        child = supervisor.children[-1]
         stop, rss = threading.Event(), []
         sampler = threading.Thread(target=peak_rss_sampler, args=(child.process.pid, stop, rss), daemon=True)
         sampler.start()
