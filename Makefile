@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap up test lint test-celery check-stack bench
+.PHONY: help bootstrap up test lint test-celery check-stack bench faults
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -33,5 +33,8 @@ check-stack: bootstrap ## Verification checklist against the running `make up` s
 
 bench: bootstrap ## Throughput / latency / memory of a worker pool at concurrency 1,2,4 (prints figures, writes bench.png)
 	$(UV) run --frozen python -m tests.benchmarks.throughput --tasks 1000 --concurrency 1,2,4 --plot logs/bench.png
+
+faults: bootstrap ## Every fault (poison, worker loss, broker/database restart) on real servers; prints sent/succeeded/lost
+	$(UV) run --frozen python -m tests.faults --tasks 500
 
 -include mk/*.mk

@@ -2,11 +2,13 @@
 """Start the whole local stack: Redis (embedded Valkey) and PostgreSQL unless configured, one worker
 per queue, beat, Flower and the web app. Prints the URLs; Ctrl-C or SIGTERM stops everything.
 
-    python start_celery_services.py [--web-port 8000] [--flower-port 5555]
+    python start_celery_services.py [--web-port 8000] [--flower-port 5555] [--ready-timeout 300]
 
 REDIS_URL / DATABASE_URL from the environment are used as they are; without them the embedded
-servers keep their data under .local/ (git-ignored; $LOCAL_STACK_DIR if set) between runs, and the
-processes log to logs/processes/ ($LOG_DIR/processes).
+servers keep their data under .local/ (git-ignored; $LOCAL_STACK_DIR if set) between runs, and are
+started again on the same port if they die. The processes log to logs/processes/ ($LOG_DIR/processes),
+the stack's own lines go to stack.log there as well. Each worker serves its metrics on a port of its
+own ($METRICS_PORT, default 9808, and the next ones; any free port where those are taken).
 """
 
 from __future__ import annotations
@@ -22,19 +24,26 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from embedded import EmbeddedPostgres, EmbeddedValkey, stack_env
-from embedded.network import Abort, wait_until
+from embedded.console import Console
+from embedded.network import Abort, free_port, wait_until
 from embedded.supervisor import APP_DIR, Supervisor, python_env
+from embedded.watchdog import ServerLost, Watchdog
 
 REPO_DIR = APP_DIR.parent
 # State and logs go elsewhere when LOCAL_STACK_DIR / LOG_DIR say so (the tests never touch a developer's).
 LOCAL_DIR = stack_env.local_dir()
+#: While the stack starts, a line every this many seconds names what has not answered yet.
+PROGRESS_EVERY = 10.0
+
+console = Console()
 
 
 def say(message: str) -> None:
-    print(f"[stack] {message}", flush=True)
+    console.say(message)
 
 
 def local_credentials() -> dict[str, str]:
@@ -54,15 +63,182 @@ def port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def port_bindable(port: int) -> bool:
+    """Whether a server could listen on ``port`` on all interfaces, as prometheus_client's does."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # like the server: TIME_WAIT is no clash
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def metrics_ports(names: list[str], base: int) -> dict[str, int]:
+    """One metrics port per local worker: they share a host, so one port each, ``base``, ``base + 1`` …
+    where free (stable for a local Prometheus), else any free port; ``base`` 0 means any free port."""
+    chosen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        port = base + index if base else 0
+        if not port or port in chosen.values() or not port_bindable(port):
+            port = free_port()
+        chosen[name] = port
+    return chosen
+
+
+def exit_status_line(supervisor: Supervisor) -> str | None:
+    """The failure to report if a child has exited, else None."""
+    if failed := supervisor.exited():
+        return supervisor.describe_failure(failed[0])
+    return None
+
+
+def start_backends(env: dict[str, str], backends: list[EmbeddedValkey | EmbeddedPostgres]) -> None:
+    """Embedded Valkey / PostgreSQL for what the environment does not configure."""
+    from portfolio_site.environment import DATABASE_URL, REDIS_URL
+
+    if not env.get(REDIS_URL):
+        say(f"REDIS_URL not set: starting embedded Valkey (data in {LOCAL_DIR / 'valkey'})")
+        backends.append(EmbeddedValkey(LOCAL_DIR / "valkey").start())
+        env[REDIS_URL] = backends[-1].url
+    if not env.get(DATABASE_URL):
+        say(f"DATABASE_URL not set: starting embedded PostgreSQL (data in {LOCAL_DIR / 'postgres'})")
+        backends.append(EmbeddedPostgres(LOCAL_DIR / "postgres").start())
+        env[DATABASE_URL] = backends[-1].url
+
+
+def keep_backends_running(watchdog: Watchdog) -> None:
+    """Restart an embedded server that died, with one line saying so; ServerLost if it cannot be."""
+    for line in watchdog.check():
+        say(line)
+
+
+class StartupProgress:
+    """Tells what is still starting every PROGRESS_EVERY seconds, so a slow start is not a silent one."""
+
+    def __init__(self, every: float = PROGRESS_EVERY) -> None:
+        self.started = time.monotonic()
+        self.every = every
+        self.next_report = self.started + every
+        self.pending: list[str] = []
+
+    def report(self, pending: list[str]) -> None:
+        self.pending = pending
+        now = time.monotonic()
+        if pending and now >= self.next_report:
+            self.next_report = now + self.every
+            say(f"still starting after {now - self.started:.0f}s: {', '.join(pending)}")
+
+
+def not_answering(nodes: dict[str, str], web_port: int, flower_port: int) -> list[str]:
+    """What of the stack does not answer yet: workers without a ping reply, the web app, Flower."""
+    from portfolio_site.celery import app
+
+    pending: list[str] = []
+    try:
+        answered = {name for reply in app.control.ping(timeout=0.5) for name in reply}
+    except Exception:  # the broker itself may not answer yet
+        answered = set()
+    pending += [f"worker {node} (no ping reply)" for node in nodes.values() if node not in answered]
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz", timeout=2):
+            pass
+    except Exception:
+        pending.append(f"web (http://127.0.0.1:{web_port}/healthz not answering)")
+    if port_free(flower_port):
+        pending.append(f"Flower (port {flower_port} not listening)")
+    return pending
+
+
+def wait_until_up(*, nodes: dict[str, str], web_port: int, flower_port: int, timeout: float,
+                  supervisor: Supervisor, watchdog: Watchdog, stopping: threading.Event) -> None:
+    progress = StartupProgress()
+
+    def ready() -> bool:
+        if failure := exit_status_line(supervisor):
+            raise Abort(failure)
+        if stopping.is_set():
+            raise KeyboardInterrupt
+        try:
+            keep_backends_running(watchdog)
+        except ServerLost as exc:
+            raise Abort(str(exc)) from exc
+        pending = not_answering(nodes, web_port, flower_port)
+        progress.report(pending)
+        return not pending
+
+    try:
+        wait_until(ready, timeout=timeout, what="the stack to come up", interval=0.5)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; not answering: {', '.join(progress.pending)}") from None
+
+
+def print_banner(env: dict[str, str], args: argparse.Namespace, nodes: dict[str, str], ports: dict[str, int],
+                 log_dir: Path) -> None:
+    from apps.main.queues import WORKER_POOLS
+
+    flower_user = env["FLOWER_BASIC_AUTH"].split(",")[0].split(":")[0]
+    say("the stack is up:")
+    say(f"  web          http://127.0.0.1:{args.web_port}/   (admin at /admin/, API at /api/tasks/<name>/)")
+    say(f"  flower       http://127.0.0.1:{args.flower_port}/   user {flower_user!r}")
+    say(f"  credentials  API token and Flower password in {stack_env.stack_env_path()}")
+    say(f"  broker       {env['REDIS_URL'].split('@')[-1]}")
+    for name, pool in WORKER_POOLS.items():
+        say(f"  worker       {nodes[name]}  queues={','.join(pool.queues)} concurrency={pool.concurrency}"
+            f"  metrics http://127.0.0.1:{ports[name]}/metrics")
+    say(f"  logs         {log_dir}")
+    say("Ctrl-C stops everything.")
+
+
+def supervise(supervisor: Supervisor, watchdog: Watchdog, stopping: threading.Event) -> int:
+    """Until Ctrl-C / SIGTERM: 0 then; 1 as soon as a child exits or an embedded server is lost."""
+    while not stopping.wait(1):
+        if failure := exit_status_line(supervisor):
+            say(failure)
+            return 1
+        try:
+            keep_backends_running(watchdog)
+        except ServerLost as exc:
+            say(str(exc))
+            return 1
+    return 0
+
+
+def shut_down(supervisor: Supervisor, backends: list[EmbeddedValkey | EmbeddedPostgres]) -> None:
+    """Stop in order (children before the servers they use); a failing step does not skip the next."""
+    say("stopping …")
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("removing stack.env", stack_env.remove),
+        ("stopping the children", supervisor.stop_all),
+        *((f"stopping embedded {backend.label}", backend.stop) for backend in reversed(backends)),
+    ]
+    failed = 0
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:
+            failed += 1
+            say(f"{what} failed: {type(exc).__name__}: {exc}")
+    say("stopped; no process left running" if not failed else f"stopped; {failed} step(s) failed, see above")
+
+
 def main(argv: list[str] | None = None) -> int:
     from portfolio_site import commands
-    from portfolio_site.ports import FLOWER_PORT, WEB_PORT
+    from portfolio_site import environment as env_names
+    from portfolio_site.ports import FLOWER_PORT, WEB_PORT, WORKER_METRICS_PORT
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--web-port", type=int, default=WEB_PORT)
     parser.add_argument("--flower-port", type=int, default=FLOWER_PORT)
-    parser.add_argument("--ready-timeout", type=float, default=120)
+    parser.add_argument("--ready-timeout", type=float, default=300,
+                        help="Seconds to wait for workers, web and Flower to answer (default 300).")
     args = parser.parse_args(argv)
+
+    env = python_env()
+    log_dir = Path(env.get(env_names.LOG_DIR) or REPO_DIR / "logs") / "processes"
+    console.log_path = log_dir / "stack.log"
+    # Python ignores SIGPIPE already; said here because a dead stdout reader must never end the stop.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     for port, what in ((args.web_port, "web"), (args.flower_port, "Flower")):
         if not port_free(port):
@@ -74,22 +250,14 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stopping.set())
 
     backends: list[EmbeddedValkey | EmbeddedPostgres] = []
-    env = python_env()
-    env.setdefault("DJANGO_SETTINGS_MODULE", "portfolio_site.settings.dev")
-    env.setdefault("APP_DATA_DIR", str(LOCAL_DIR / "data"))
+    watchdog = Watchdog(backends)
+    env.setdefault(env_names.SETTINGS_MODULE, "portfolio_site.settings.dev")
+    env.setdefault(env_names.DATA_DIR, str(LOCAL_DIR / "data"))
     for key, value in local_credentials().items():
         env.setdefault(key, value)
-    supervisor = Supervisor(log_dir=Path(env.get("LOG_DIR") or REPO_DIR / "logs") / "processes", env=env)
+    supervisor = Supervisor(log_dir=log_dir, env=env)
     try:
-        if not env.get("REDIS_URL"):
-            say(f"REDIS_URL not set: starting embedded Valkey (data in {LOCAL_DIR / 'valkey'})")
-            backends.append(EmbeddedValkey(LOCAL_DIR / "valkey").start())
-            env["REDIS_URL"] = backends[-1].url
-        if not env.get("DATABASE_URL"):
-            say(f"DATABASE_URL not set: starting embedded PostgreSQL (data in {LOCAL_DIR / 'postgres'})")
-            backends.append(EmbeddedPostgres(LOCAL_DIR / "postgres").start())
-            env["DATABASE_URL"] = backends[-1].url
-
+        start_backends(env, backends)
         for step in commands.MIGRATE:
             say("running " + " ".join(step[1:]))
             subprocess.run(step, cwd=APP_DIR, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -99,56 +267,33 @@ def main(argv: list[str] | None = None) -> int:
 
         django.setup()
         from apps.main.queues import WORKER_POOLS
-        from portfolio_site.celery import app
 
         host = socket.gethostname()
+        nodes = {name: f"{name}@{host}" for name in WORKER_POOLS}
+        ports = metrics_ports(list(WORKER_POOLS), env_names.get_int(env_names.METRICS_PORT, WORKER_METRICS_PORT))
         for pool_name, pool in WORKER_POOLS.items():
-            supervisor.spawn(f"worker-{pool_name}", commands.worker(pool_name, pool))
+            supervisor.spawn(f"worker-{pool_name}", commands.worker(pool_name, pool), extra_env={
+                env_names.METRICS_PORT: str(ports[pool_name]),
+                # Each worker merges its own pool children's samples, as each worker pod does.
+                env_names.PROMETHEUS_MULTIPROC_DIR: str(LOCAL_DIR / "metrics" / f"worker-{pool_name}"),
+            })
         supervisor.spawn("beat", commands.beat())
         supervisor.spawn("flower", commands.flower(args.flower_port))
         supervisor.spawn("web", ["python", "manage.py", "runserver", f"127.0.0.1:{args.web_port}", "--noreload"])
 
-        def ready() -> bool:
-            if failed := supervisor.exited():
-                raise Abort(supervisor.describe_failure(failed[0]))
-            if stopping.is_set():
-                raise KeyboardInterrupt
-            expected = {f"{name}@{host}" for name in WORKER_POOLS}
-            answered = {name for reply in app.control.ping(timeout=0.5) for name in reply}
-            with urllib.request.urlopen(f"http://127.0.0.1:{args.web_port}/healthz", timeout=2):
-                pass
-            return expected <= answered and not port_free(args.flower_port)
-
         say("waiting for workers, web and Flower …")
-        wait_until(ready, timeout=args.ready_timeout, what="the stack to come up", interval=0.5)
+        wait_until_up(nodes=nodes, web_port=args.web_port, flower_port=args.flower_port,
+                      timeout=args.ready_timeout, supervisor=supervisor, watchdog=watchdog, stopping=stopping)
         stack_env.write(env)
-        flower_user = env["FLOWER_BASIC_AUTH"].split(",")[0].split(":")[0]
-        say("the stack is up:")
-        say(f"  web          http://127.0.0.1:{args.web_port}/   (admin at /admin/, API at /api/tasks/<name>/)")
-        say(f"  flower       http://127.0.0.1:{args.flower_port}/   user {flower_user!r}")
-        say(f"  credentials  API token and Flower password in {stack_env.stack_env_path()}")
-        say(f"  broker       {env['REDIS_URL'].split('@')[-1]}")
-        for name, pool in WORKER_POOLS.items():
-            say(f"  worker       {name}@{host}  queues={','.join(pool.queues)} concurrency={pool.concurrency}")
-        say(f"  logs         {supervisor.log_dir}")
-        say("Ctrl-C stops everything.")
-        while not stopping.wait(1):
-            if failed := supervisor.exited():
-                say(supervisor.describe_failure(failed[0]))
-                return 1
-        return 0
+        print_banner(env, args, nodes, ports, supervisor.log_dir)
+        return supervise(supervisor, watchdog, stopping)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
         say(f"start-up failed: {exc}")
         return 1
     finally:
-        say("stopping …")
-        stack_env.remove()
-        supervisor.stop_all()
-        for backend in reversed(backends):
-            backend.stop()
-        say("stopped; no process left running")
+        shut_down(supervisor, backends)
 
 
 if __name__ == "__main__":

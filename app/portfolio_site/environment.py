@@ -20,6 +20,10 @@ DATABASE_URL = "DATABASE_URL"
 
 #: Bearer token of the HTTP task API.
 API_TOKEN = "API_TOKEN"
+#: Largest request body the API reads, in bytes (larger: 413).
+API_MAX_BODY_BYTES = "API_MAX_BODY_BYTES"
+#: Deepest nesting of arrays and objects in a JSON request body (deeper: 400).
+API_MAX_JSON_DEPTH = "API_MAX_JSON_DEPTH"
 #: ``user:password`` pairs (comma separated) for Flower's basic auth.
 FLOWER_BASIC_AUTH = "FLOWER_BASIC_AUTH"
 FLOWER_MAX_TASKS = "FLOWER_MAX_TASKS"
@@ -40,6 +44,12 @@ LOCAL_STACK_DIR = "LOCAL_STACK_DIR"
 
 #: Beat's Redis lease: seconds a lease lives without renewal.
 BEAT_LEASE_TTL = "BEAT_LEASE_TTL"
+
+#: Seconds before Redis redelivers an unacknowledged message; default derived in settings (900).
+VISIBILITY_TIMEOUT = "CELERY_VISIBILITY_TIMEOUT"
+#: Poison-message guard of the workers (apps.main.delivery).
+TASK_MAX_ARGUMENT_DEPTH = "TASK_MAX_ARGUMENT_DEPTH"
+TASK_MAX_DELIVERIES = "TASK_MAX_DELIVERIES"
 
 
 def get(name: str, default: str | None = None) -> str | None:

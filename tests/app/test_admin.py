@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from apps.main.models import DeadLetter
 from portfolio_site.celery import app
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,7 +55,7 @@ def test_requeue_action_runs_the_task_again_on_its_queue(admin: Client, stack_wo
     assert b"Requeued 1 task" in response.content
     dead.refresh_from_db()
     assert dead.status == "requeued"
-    result = app.AsyncResult(dead.requeued_task_id).get(timeout=30)
+    result = app.AsyncResult(dead.requeued_task_id).get(timeout=scaled(30))
     assert result["snapshot_id"] and TaskResult.objects.get(task_id=dead.requeued_task_id).worker.startswith(
         "default@")
 

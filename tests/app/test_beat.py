@@ -12,6 +12,7 @@ from apps.main.beat import BEAT_LAST_TICK_KEY, BEAT_LEASE_KEY, BeatLease
 from embedded.network import wait_until
 from embedded.supervisor import Supervisor
 from portfolio_site import commands
+from tests.support.timeouts import scaled
 
 PROBE_QUEUE = "beat_probe"  # consumed by nobody: its length counts what beat sent
 
@@ -33,7 +34,7 @@ def test_lease_expires_when_its_holder_stops_renewing(redis_client: redis_lib.Re
     redis_client.delete(BEAT_LEASE_KEY)
     dead, heir = BeatLease(redis_client, 0.3, holder="dead"), BeatLease(redis_client, 0.3, holder="heir")
     assert dead.acquire_or_renew()
-    wait_until(heir.acquire_or_renew, timeout=5, what="the lease to expire")
+    wait_until(heir.acquire_or_renew, timeout=scaled(5), what="the lease to expire")
     assert not dead.acquire_or_renew(), "a holder whose lease expired learns it lost the lease"
 
 
@@ -57,15 +58,15 @@ def test_two_beats_send_each_periodic_task_once_and_the_second_takes_over(
     supervisor = Supervisor(log_dir=tmp_path, env={**live_env, "BEAT_LEASE_TTL": "3"})
     try:
         first = supervisor.spawn("beat-first", commands.beat())
-        wait_until(lambda: log_has(first, "acquired the lease"), timeout=30, what="the first beat's lease")
+        wait_until(lambda: log_has(first, "acquired the lease"), timeout=scaled(30), what="the first beat's lease")
         second = supervisor.spawn("beat-second", commands.beat())
-        wait_until(lambda: log_has(second, "another beat holds the lease"), timeout=30,
+        wait_until(lambda: log_has(second, "another beat holds the lease"), timeout=scaled(30),
                    what="the second beat to wait for the lease")
 
         # Both run; only the holder sends. Over a window of several seconds a 1 s task may be
         # sent about once a second: two senders would double that.
         start_len, started = redis_client.llen(PROBE_QUEUE), time.monotonic()
-        wait_until(lambda: redis_client.llen(PROBE_QUEUE) >= start_len + 5, timeout=30, what="5 probe sends")
+        wait_until(lambda: redis_client.llen(PROBE_QUEUE) >= start_len + 5, timeout=scaled(30), what="5 probe sends")
         elapsed = time.monotonic() - started
         sent = redis_client.llen(PROBE_QUEUE) - start_len
         assert sent <= elapsed + 2, f"{sent} sends in {elapsed:.1f}s: both beats are sending"
@@ -76,10 +77,11 @@ def test_two_beats_send_each_periodic_task_once_and_the_second_takes_over(
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(10)
         killed_at = time.monotonic()
-        wait_until(lambda: log_has(second, "acquired the lease"), timeout=30, what="the second beat to take over")
+        wait_until(lambda: log_has(second, "acquired the lease"), timeout=scaled(30),
+                   what="the second beat to take over")
         assert time.monotonic() - killed_at < 3 + 2 + 3, "takeover should come within TTL + standby interval"
         before = redis_client.llen(PROBE_QUEUE)
-        wait_until(lambda: redis_client.llen(PROBE_QUEUE) >= before + 2, timeout=30,
+        wait_until(lambda: redis_client.llen(PROBE_QUEUE) >= before + 2, timeout=scaled(30),
                    what="the new holder to send the probe")
     finally:
         supervisor.stop_all()

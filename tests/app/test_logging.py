@@ -14,6 +14,7 @@ from embedded.network import wait_until
 from portfolio_site import environment as env_names
 from portfolio_site.celery import app
 from tests.app.procs import read_json_lines
+from tests.support.timeouts import scaled
 from tests.support.webhook import webhook_server
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -31,13 +32,13 @@ def test_worker_stdout_is_json_with_task_context_and_attempts(stack_workers: dic
     with webhook_server([503, 503, 200]) as hook:
         result = app.send_task(task_name(short), kwargs={"channel": "webhook", "recipient": hook.url,
                                                          "message": "log me"})
-        result.get(timeout=30)
+        result.get(timeout=scaled(30))
 
     def finished() -> list[dict]:
         entries = entries_of(log, result.id)
         return entries if any("succeeded" in e["message"] for e in entries) else []
 
-    entries = wait_until(finished, timeout=10, what="the task's success line in the worker log")
+    entries = wait_until(finished, timeout=scaled(10), what="the task's success line in the worker log")
     # Every line of the log that mentions the task is a JSON object (read_json_lines parsed them all).
     mentions = [line for line in log.read_text().splitlines() if result.id in line]
     assert mentions and all(line.startswith("{") and json.loads(line) for line in mentions)
@@ -68,13 +69,13 @@ def test_dev_settings_write_the_log_files(celery_worker_factory, tmp_path: Path)
     })
     ok = app.send_task(task_name("health_check"), queue=queue)
     bad = app.send_task(task_name("backup_data"), kwargs={"keep": 0}, queue=queue)
-    assert ok.get(timeout=30)["status"] == "healthy"
+    assert ok.get(timeout=scaled(30))["status"] == "healthy"
     with pytest.raises(Exception, match="keep must be at least 1"):
-        bad.get(timeout=30)
+        bad.get(timeout=scaled(30))
 
     performance = log_dir / "performance.log"
     wait_until(lambda: len(read_json_lines(performance)) >= 2 if performance.exists() else False,
-             timeout=10, what="both task durations in performance.log")
+             timeout=scaled(10), what="both task durations in performance.log")
     timed = read_json_lines(performance)
     assert [(e["task_id"], e["state"]) for e in timed] == [(ok.id, "SUCCESS"), (bad.id, "FAILURE")]
     for entry in timed:

@@ -136,7 +136,7 @@ def test_worker_limits_and_retries(loaded_conf: dict[str, Any]) -> None:
     assert (loaded_conf["task_default_max_retries"], loaded_conf["task_default_retry_delay"]) == (3, 60)
     assert loaded_conf["default_policy"] == [3, 60]  # what a task without its own policy really gets
     assert loaded_conf["result_expires"] == 3600
-    assert loaded_conf["result_backend"] == "django-db"
+    assert loaded_conf["result_backend"] == "apps.main.results_backend:ResilientDatabaseBackend"
     for short, task in loaded_conf["tasks"].items():
         assert (task["acks_late"], task["reject_on_worker_lost"], task["track_started"]) == (True, True, True), short
         assert (task["soft_time_limit"], task["time_limit"]) == (60, 120), short
@@ -148,6 +148,11 @@ def test_broker_reliability(loaded_conf: dict[str, Any]) -> None:
     visibility = loaded_conf["broker_transport_options"]["visibility_timeout"]
     # An unacknowledged message is redelivered after this: it must outlast every countdown and run.
     assert visibility > loaded_conf["RETRY_BACKOFF_MAX"] and visibility > loaded_conf["task_time_limit"]
+    # ... and no longer than that: it is how long a hard-killed worker's reservations wait (15 min, not 6 h).
+    prefetched = loaded_conf["worker_prefetch_multiplier"] + 1
+    assert visibility == loaded_conf["RETRY_BACKOFF_MAX"] + prefetched * loaded_conf["task_time_limit"] + 60 == 900
+    options = loaded_conf["broker_transport_options"]
+    assert (options["unacked_restore_interval"], options["unacked_restore_throttle"]) == (10, 1)
     assert loaded_conf["broker_connection_retry_on_startup"] is True
     assert isinstance(loaded_conf["broker_pool_limit"], int) and 0 < loaded_conf["broker_pool_limit"] <= 100
     assert (loaded_conf["worker_send_task_events"], loaded_conf["task_send_sent_event"]) == (True, True)

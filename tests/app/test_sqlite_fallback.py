@@ -20,6 +20,7 @@ from embedded.supervisor import Supervisor, python_env
 from portfolio_site import commands
 from portfolio_site import environment as env_names
 from tests.app.procs import manage, read_json_lines
+from tests.support.timeouts import scaled
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_sqlite_fallback_runs_tasks_end_to_end(sqlite_env: dict[str, str], tmp_p
                 raise Abort(supervisor.describe_failure(child))
             return any(entry.get("message") == f"{node} ready." for entry in read_json_lines(child.log_path))
 
-        wait_until(ready, timeout=60, what=f"worker {node} on the SQLite broker", interval=0.2)
+        wait_until(ready, timeout=scaled(60), what=f"worker {node} on the SQLite broker", interval=0.2)
         # Two commands at once, as two terminals would: SQLite's locking has to cope with that too.
         with ThreadPoolExecutor(2) as pool:
             runs = pool.map(lambda task: manage("test_celery", f"--task={task}", "--timeout", "30", env=sqlite_env),

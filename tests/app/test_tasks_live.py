@@ -16,6 +16,7 @@ from apps.main.models import AnalyticsSnapshot, DeadLetter, Heartbeat, Notificat
 from apps.main.queues import TASK_NAMES, WORKER_POOLS, queue_for, task_name
 from embedded.network import wait_until
 from portfolio_site.celery import app
+from tests.support.timeouts import scaled
 from tests.support.webhook import webhook_server
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -111,7 +112,7 @@ def test_permanent_error_fails_at_once_and_is_dead_lettered(stack_workers: dict[
         result = app.send_task(task_name("send_notification"),
                                kwargs={"channel": "webhook", "recipient": hook.url, "message": "m"})
         with pytest.raises(Exception, match="rejected"):
-            result.get(timeout=30)
+            result.get(timeout=scaled(30))
     assert len(hook.calls) == 1
     letter = wait_for_dead_letter(result.id)
     assert (letter.reason, letter.attempts, letter.queue) == ("permanent_error", 1, "high_priority")
@@ -128,13 +129,13 @@ def test_exhausted_retries_are_dead_lettered_and_requeue_runs_again(stack_worker
         result = app.send_task(task_name("send_notification"),
                                kwargs={"channel": "webhook", "recipient": hook.url, "message": "m"})
         with pytest.raises(Exception, match="503"):
-            result.get(timeout=60)
+            result.get(timeout=scaled(60))
         assert len(hook.calls) == attempts
         letter = wait_for_dead_letter(result.id)
         assert (letter.reason, letter.attempts) == ("retries_exhausted", attempts)
 
         new_id = deadletter.requeue(letter)
-        assert app.AsyncResult(new_id).get(timeout=30)["channel"] == "webhook"
+        assert app.AsyncResult(new_id).get(timeout=scaled(30))["channel"] == "webhook"
     assert len(hook.calls) == attempts + 1
     assert pool_of(new_id) == "high-priority"
     letter.refresh_from_db()
@@ -144,7 +145,7 @@ def test_exhausted_retries_are_dead_lettered_and_requeue_runs_again(stack_worker
 def test_wrong_arguments_fail_permanently(stack_workers: dict[str, str]) -> None:
     result = app.send_task(task_name("backup_data"), kwargs={"keep": 0})
     with pytest.raises(Exception, match="keep must be at least 1"):
-        result.get(timeout=30)
+        result.get(timeout=scaled(30))
     assert wait_for_dead_letter(result.id).reason == "permanent_error"
 
 

@@ -31,6 +31,7 @@ from embedded.supervisor import Supervisor
 from portfolio_site import commands
 from tests.monitoring.conftest import documented_metrics, exposed_families, rule_groups, write_rules
 from tests.monitoring.test_metrics_doc import dashboard_queries
+from tests.support.timeouts import scaled
 
 # django_db: makes pytest-django create and migrate the test database that live_env points at.
 pytestmark = [pytest.mark.live, pytest.mark.timeout(180), pytest.mark.django_db(transaction=True)]
@@ -114,11 +115,11 @@ def stack(live_env: dict[str, str], valkey, tmp_path: Path, process_logs: Path,
             stdout=log, stderr=subprocess.STDOUT,
         )
         api = PrometheusAPI(f"http://127.0.0.1:{prometheus_port}")
-        wait_for(lambda: prometheus.poll() is None and _get(f"{api.base}/-/ready"), timeout=30,
+        wait_for(lambda: prometheus.poll() is None and _get(f"{api.base}/-/ready"), timeout=scaled(30),
                  what=f"Prometheus ready (log {process_logs / 'prometheus.log'})")
         wait_for(lambda: api.value('min(up{job=~"worker|exporter"})') == 1
                  and len(api.query('up{job=~"worker|exporter"}')) == 2,
-                 timeout=60, what="Prometheus scraping the worker and the exporter", children=supervisor)
+                 timeout=scaled(60), what="Prometheus scraping the worker and the exporter", children=supervisor)
         yield {"api": api, "redis": redis.Redis.from_url(valkey.url), "url": valkey.url,
                "worker": f"http://127.0.0.1:{worker_port}/metrics",
                "exporter": f"http://127.0.0.1:{exporter_port}/metrics", "supervisor": supervisor,
@@ -167,7 +168,7 @@ def test_alerts_fire_and_gauges_match_the_broker(stack: dict[str, Any]) -> None:
     # Failures in two waves: a counter series is born at its first failure, so a rate needs a second
     # scrape that sees it grow (as in production, where failures keep coming).
     fail(FAILURES // 2)
-    wait_for(lambda: api.value(f"sum(celery_task_failed_total{{{name}}})") == FAILURES // 2, timeout=30,
+    wait_for(lambda: api.value(f"sum(celery_task_failed_total{{{name}}})") == FAILURES // 2, timeout=scaled(30),
              what="Prometheus to see the first failures", children=children)
     fail(FAILURES - FAILURES // 2)
     for i in range(SUCCESSES):
@@ -197,7 +198,7 @@ def test_alerts_fire_and_gauges_match_the_broker(stack: dict[str, Any]) -> None:
         return seen == expected
 
     try:
-        wait_for(counters_match, timeout=30, what="the worker's counters in Prometheus", children=children)
+        wait_for(counters_match, timeout=scaled(30), what="the worker's counters in Prometheus", children=children)
     except TimeoutError as error:
         raise AssertionError(f"{error}: expected {expected}, Prometheus has {seen}") from None
     assert api.value('celery_periodic_task_last_success_timestamp_seconds{name="monitoring-live"}') > time.time() - 60
@@ -210,25 +211,25 @@ def test_alerts_fire_and_gauges_match_the_broker(stack: dict[str, Any]) -> None:
             and api.value(f'celery_queue_in_flight{{queue_name="{q}"}}') == in_flight[q]
             for q in QUEUES
         ) and waiting[LOW_PRIORITY] == BACKLOG and in_flight[HIGH_PRIORITY] == ETA_TASKS
-    wait_for(gauges_match, timeout=20, children=children,
+    wait_for(gauges_match, timeout=scaled(20), children=children,
              what=f"celery_queue_length/in_flight to equal Redis ({_true_backlog(stack['redis'])})")
     wait_for(lambda: api.value(f'celery_workers_online{{queue_name="{HIGH_PRIORITY}"}}') == 1
-             and api.value(f'celery_workers_online{{queue_name="{LOW_PRIORITY}"}}') == 0, timeout=15,
+             and api.value(f'celery_workers_online{{queue_name="{LOW_PRIORITY}"}}') == 0, timeout=scaled(15),
              children=children, what="the census: one worker on high_priority, none on low_priority")
     assert api.value(f'celery_queue_oldest_task_age_seconds{{queue_name="{LOW_PRIORITY}"}}') >= 0
     assert api.value("celery_broker_up") == 1
     assert api.value("celery_exporter_database_up") == 1
     # The exporter reads the store on its own clock: wait for it to count this test's dead letters.
-    wait_for(lambda: (api.value("celery_dead_letters_total") or 0) >= FAILURES, timeout=15, children=children,
+    wait_for(lambda: (api.value("celery_dead_letters_total") or 0) >= FAILURES, timeout=scaled(15), children=children,
              what=f"celery_dead_letters_total to count the {FAILURES} dead letters")
 
     # The chart's rules, evaluated by Prometheus itself.
-    wait_for(lambda: api.alert_state("CeleryTaskFailureRatioHigh", name=NOTIFY) == "firing", timeout=30,
+    wait_for(lambda: api.alert_state("CeleryTaskFailureRatioHigh", name=NOTIFY) == "firing", timeout=scaled(30),
              what=f"CeleryTaskFailureRatioHigh firing for {NOTIFY} (now {api.alerts()})", children=children)
-    wait_for(lambda: api.alert_state("CeleryQueueBacklogHigh", queue_name=LOW_PRIORITY) == "firing", timeout=30,
+    wait_for(lambda: api.alert_state("CeleryQueueBacklogHigh", queue_name=LOW_PRIORITY) == "firing", timeout=scaled(30),
              what=f"CeleryQueueBacklogHigh firing for {LOW_PRIORITY} (now {api.alerts()})", children=children)
     wait_for(lambda: api.alert_state("CeleryDeadLettersIncreasing", name=NOTIFY) in ("pending", "firing"),
-             timeout=30, what="CeleryDeadLettersIncreasing pending", children=children)
+             timeout=scaled(30), what="CeleryDeadLettersIncreasing pending", children=children)
     # Near misses stay silent: the consumed queue has no backlog alert, the healthy broker no alert.
     assert api.alert_state("CeleryQueueBacklogHigh", queue_name=HIGH_PRIORITY) is None
     assert api.alert_state("CeleryBrokerDown") is None

@@ -12,8 +12,8 @@ from apps.main.models import AnalyticsSnapshot, DeadLetter, Heartbeat, Notificat
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
-    list_display = ("failed_at", "task_name", "task_id", "queue", "reason", "attempts", "status")
-    list_filter = ("status", "reason", "task_name", "queue")
+    list_display = ("failed_at", "task_name", "task_id", "queue", "reason", "attempts", "status", "sanitised")
+    list_filter = ("status", "reason", "sanitised", "task_name", "queue")
     search_fields = ("task_id", "task_name", "exception")
     readonly_fields = [f.name for f in DeadLetter._meta.fields]
     actions = ("requeue_selected", "discard_selected")
@@ -21,15 +21,19 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
     @admin.action(description="Requeue selected tasks on their original queue")
     def requeue_selected(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
-        done, skipped = 0, []
+        done, skipped, sanitised = 0, [], 0
         for letter in queryset:
             try:
                 deadletter.requeue(letter)
                 done += 1
+                sanitised += letter.sanitised
             except ValueError as exc:
                 skipped.append(str(exc))
         if done:
             self.message_user(request, f"Requeued {done} task(s).", messages.SUCCESS)
+        if sanitised:
+            self.message_user(request, f"{sanitised} of them had sanitised content: they ran with the stored "
+                                       "(escaped or cut) arguments, not the original ones.", messages.WARNING)
         for reason in skipped:
             self.message_user(request, reason, messages.WARNING)
 

@@ -10,5 +10,5 @@ class MainConfig(AppConfig):
     def ready(self) -> None:
         # Register the tasks in every Django process (web, admin, commands), not only in workers:
         # requeueing a dead letter checks that its task exists.
-        from apps.main import signals, tasks  # noqa: F401
+        from apps.main import signals, system_checks, tasks  # noqa: F401
         from apps.main.api import schema  # noqa: F401  (drf-spectacular extensions register on import)

@@ -25,6 +25,8 @@ class ReliableTask(Task):
 
     #: Set False for tasks whose failures are expected to repeat and are watched elsewhere.
     dead_letter = True
+    #: The worker refuses over-deep arguments and messages that keep killing it (apps.main.delivery).
+    Request = "apps.main.delivery:GuardedRequest"
 
     @property
     def short_name(self) -> str:

@@ -18,11 +18,10 @@ from typing import Any
 from django.conf import settings
 from django_celery_beat.schedulers import DatabaseScheduler
 
+from apps.main.redis_keys import BEAT_LAST_TICK_KEY, BEAT_LEASE_KEY
+
 logger = logging.getLogger(__name__)
 
-BEAT_LEASE_KEY = "celery-stack:beat:lease"
-#: Unix time of the newest tick of the lease holder: the exporter turns it into a metric.
-BEAT_LAST_TICK_KEY = "celery-stack:beat:last-tick"
 
 # Renew only if we still hold it; release only our own lease.
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"

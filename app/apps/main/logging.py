@@ -54,10 +54,15 @@ class TaskDurationFilter(logging.Filter):
 
 
 class DirectoryFileHandler(logging.handlers.RotatingFileHandler):
-    """A rotating file handler that creates its directory (logs/ is not in git)."""
+    """A rotating file handler that creates its directory (logs/ is not in git) and its file only when
+    the first record comes: a command that logs nothing leaves nothing behind."""
 
     def __init__(self, filename: str, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("delay", True)
+        super().__init__(filename, *args, **kwargs)
+
+    def _open(self) -> Any:
         from pathlib import Path
 
-        Path(filename).parent.mkdir(parents=True, exist_ok=True)
-        super().__init__(filename, *args, **kwargs)
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()

@@ -83,6 +83,7 @@ class DeadLetter(models.Model):
         PERMANENT_ERROR = "permanent_error"
         TIME_LIMIT = "time_limit"
         POISON_MESSAGE = "poison_message"
+        POISON = "poison"
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -104,6 +105,15 @@ class DeadLetter(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     requeued_task_id = models.CharField(max_length=255, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    sanitised = models.BooleanField(
+        default=False,
+        help_text="Some content was escaped, replaced or cut to be storable (see apps.main.deadletter): "
+                  "a requeue sends the stored arguments, not the original ones.",
+    )
+    spool_id = models.UUIDField(
+        null=True, blank=True, unique=True, editable=False,
+        help_text="Set when the letter waited in the spool: storing it twice is impossible.",
+    )
 
     class Meta:
         ordering = ["-failed_at"]

@@ -18,7 +18,7 @@ from django.db.models import Count
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from apps.main import checks
+from apps.main import checks, deadletter
 from apps.main.base_task import ReliableTask
 from apps.main.models import AnalyticsSnapshot, DeadLetter, Heartbeat, Notification, UserAction
 from apps.main.queues import task_name
@@ -158,6 +158,7 @@ def cleanup_temp_files(self: ReliableTask, max_age_seconds: int | None = None) -
 @shared_task(bind=True, base=ReliableTask, name=task_name("health_check"))
 def health_check(self: ReliableTask) -> dict[str, Any]:
     """Check database, broker and cache; record the time of the last success."""
+    deadletter.flush_spool()  # store dead letters spooled while the database was down (never raises)
     results = checks.run(("database", "broker", "cache"))
     if failures := checks.failed(results):
         raise TransientError(f"health check failed: {json.dumps(failures)}")

@@ -1,4 +1,5 @@
-"""Worker-side hooks: a liveness heartbeat and a consumer that dead-letters undecodable messages."""
+"""Worker-side hooks: a liveness heartbeat, and a consumer that dead-letters what it cannot run and
+gives back, right after a reconnect, the messages a broker connection loss left orphaned."""
 
 from __future__ import annotations
 
@@ -51,8 +52,50 @@ class LivenessHeartbeat(bootsteps.StartStopStep):
             logger.warning("cannot touch liveness heartbeat %s: %s", path, exc)
 
 
+class RestoreOrphanedMessages(bootsteps.StartStopStep):
+    """After a reconnect, put the messages this worker held at the connection loss back on their queues.
+
+    A lost connection leaves every message the worker had reserved, scheduled (countdown/ETA) or was
+    running in Redis' ``unacked`` hash: their acks can no longer be sent on the dead channel, Celery
+    drops them from memory (and cancels the running ones, marking them RETRY). Kombu would restore them
+    only after the visibility timeout. The consumer records their delivery tags when the connection
+    breaks; this step, started once the new connection is up, restores exactly those — at once.
+    A task that had finished but could not be acknowledged runs again: our tasks are idempotent.
+    """
+
+    requires = ("celery.worker.consumer.connection:Connection",)
+
+    def start(self, parent: Any) -> None:
+        tags: list[str] = getattr(parent, "orphaned_delivery_tags", [])
+        if not tags or parent.connection is None:
+            return
+        channel = parent.connection.default_channel
+        qos = getattr(channel, "qos", None)
+        if not hasattr(qos, "restore_by_tag"):  # not the Redis transport: its broker redelivers by itself
+            tags.clear()
+            return
+        restored = 0
+        while tags:
+            # restore_by_tag is a no-op for a tag that is no longer unacked (acked, or restored already).
+            qos.restore_by_tag(tags[-1], leftmost=True)
+            tags.pop()
+            restored += 1
+        logger.warning("restored %d message(s) held when the broker connection was lost", restored)
+
+
 class DeadLetteringConsumer(Consumer):
-    """Celery's consumer, but a message it cannot run goes to the dead-letter store, not to /dev/null."""
+    """Celery's consumer, but a message it cannot run goes to the dead-letter store, not to /dev/null,
+    and the messages it held when the broker connection broke are restored after the reconnect."""
+
+    orphaned_delivery_tags: list[str]
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        from celery.worker.state import active_requests, reserved_requests, scheduled_requests
+
+        held = [*active_requests, *reserved_requests, *scheduled_requests]
+        tags = {str(r.message.delivery_tag) for r in held if not r.acknowledged and r.message is not None}
+        self.orphaned_delivery_tags = sorted({*getattr(self, "orphaned_delivery_tags", []), *tags})
+        super().on_connection_error_after_connected(exc)
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         self._poison(message, exc, body=message.body)
@@ -71,7 +114,15 @@ class DeadLetteringConsumer(Consumer):
         super().on_unknown_message(body, message)
 
     def _poison(self, message: Any, exc: Exception, *, body: Any) -> None:
+        # Runs in the worker's main process, inside its event loop: it must never raise.
+        try:
+            self._record_poison(message, exc, body=body)
+        except Exception:
+            logger.exception("could not dead-letter a message the worker refused: %s", exc)
+
+    def _record_poison(self, message: Any, exc: Exception, *, body: Any) -> None:
         from apps.main import deadletter
+        from apps.main.delivery import PoisonMessage
 
         headers = getattr(message, "headers", None) or {}
         delivery = getattr(message, "delivery_info", None) or {}
@@ -81,18 +132,26 @@ class DeadLetteringConsumer(Consumer):
             try:
                 body = message.decode()
             except Exception:
-                body = getattr(message, "body", None)
+                body = None
         if isinstance(body, (list, tuple)) and len(body) >= 2:
             args, kwargs = body[0], body[1]
-        raw = body if isinstance(body, str) else repr(body)
+        # The message as it came (repr of a decoded body could itself overflow on deep nesting).
+        raw = getattr(message, "body", None)
+        raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        task_id = str(headers.get("id") or getattr(message, "delivery_tag", "") or "unknown")
+        poison = isinstance(exc, PoisonMessage)
         deadletter.record(
-            task_id=str(headers.get("id") or getattr(message, "delivery_tag", "") or "unknown"),
+            task_id=task_id,
             task_name=str(headers.get("task") or "unknown"),
             args=args,
             kwargs=kwargs,
             queue=str(delivery.get("routing_key") or ""),
-            reason="poison_message",
+            # "poison": it crashed its workers or cannot reach the pool; "poison_message": undecodable.
+            reason="poison" if poison else "poison_message",
             exception=f"{type(exc).__name__}: {exc}",
             raw_body=raw[:100_000],
-            attempts=1,
+            attempts=getattr(exc, "deliveries", 1),
         )
+        if poison and headers.get("id"):
+            # A client polling the result must see the task end, not STARTED or PENDING for ever.
+            self.app.backend.mark_as_failure(task_id, exc)

@@ -120,6 +120,23 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
+# --- API limits and error handling ---------------------------------------------------------------
+# Bodies are refused before they can reach a task: larger than this many bytes (413, on Content-Length
+# before reading, then on the bytes read), or arrays/objects nested deeper than this (400; measured
+# without recursion before parsing). Keep the depth well below TASK_MAX_ARGUMENT_DEPTH.
+API_MAX_BODY_BYTES = env.get_int(env.API_MAX_BODY_BYTES, 1024 * 1024)
+API_MAX_JSON_DEPTH = env.get_int(env.API_MAX_JSON_DEPTH, 32)
+API_RETRY_AFTER_SECONDS = 5  # Retry-After of a 503 (broker, database or cache unreachable)
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["apps.main.api.parsers.LimitedJSONParser"]
+REST_FRAMEWORK["EXCEPTION_HANDLER"] = "apps.main.api.errors.exception_handler"
+SPECTACULAR_SETTINGS["PREPROCESSING_HOOKS"] = ["apps.main.api.schema.canonical_paths_only"]
+# JSON errors on /api/, the probes and /metrics, whatever raised them; right after the metrics middleware.
+MIDDLEWARE.insert(MIDDLEWARE.index("apps.main.metrics.web.RequestMetricsMiddleware") + 1,
+                  "apps.main.api.middleware.JsonErrorsMiddleware")
+# Error reports (the DEBUG page, admin e-mails) hide secrets by name and any URL's password by value.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "apps.main.reporting.SecretHidingFilter"
+DEFAULT_EXCEPTION_REPORTER = "apps.main.reporting.SecretHidingReporter"
+
 # --- Working directories of the tasks -----------------------------------------------------------
 TEMP_FILES_DIR = Path(env.get(env.TEMP_FILES_DIR, str(DATA_DIR / "tmp")))
 TEMP_FILE_MAX_AGE_SECONDS = env.get_int("TEMP_FILE_MAX_AGE_SECONDS", 24 * 3600)
@@ -134,7 +151,12 @@ DEFAULT_FROM_EMAIL = env.get("DEFAULT_FROM_EMAIL", "celery-stack@localhost")
 
 # --- Celery: the seed's figures, then what production needs -------------------------------------
 CELERY_BROKER_URL = env.get(env.BROKER_URL) or REDIS_URL or f"sqla+sqlite:///{DATA_DIR / 'broker.sqlite3'}"
-CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_BACKEND = "apps.main.results_backend:ResilientDatabaseBackend"  # django-db, retrying
+# Storing a state retries through a database restart: 0.1 s doubling to 5 s, about 2 minutes in all.
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
+CELERY_RESULT_BACKEND_BASE_SLEEP_BETWEEN_RETRIES_MS = 100
+CELERY_RESULT_BACKEND_MAX_SLEEP_BETWEEN_RETRIES_MS = 5000
+CELERY_RESULT_BACKEND_MAX_RETRIES = 30
 CELERY_CACHE_BACKEND = "django-cache"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
@@ -158,12 +180,25 @@ CELERY_RESULT_EXTENDED = True  # store name, args, queue: the API and reports re
 # Acknowledge after the task ran, and requeue it when its worker dies: a killed pod loses nothing.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# Longest countdown we use is the retry cap (RETRY_BACKOFF_MAX); an unacked message is
-# redelivered after the visibility timeout, so it must exceed every countdown/ETA by far.
+# Retry policy (apps.main.retry): exponential backoff with full jitter, capped. The cap is also the
+# longest countdown any of our tasks is given.
+RETRY_BACKOFF_MAX = env.get_int("RETRY_BACKOFF_MAX", 600)
+# A message stays in Redis' "unacked" set from delivery until its ack (acks_late: after the task ran),
+# and a worker that dies hard (kill -9, OOM, node loss) leaves its reserved messages there until the
+# visibility timeout redelivers them. So the timeout must exceed the longest time a live worker holds
+# a message — its countdown, then waiting behind the tasks prefetched before it, then running up to
+# the hard time limit — and should not be longer: that is how long a dead worker's tasks wait.
+VISIBILITY_TIMEOUT_MARGIN = 60
+MIN_VISIBILITY_TIMEOUT = (
+    RETRY_BACKOFF_MAX + (CELERY_WORKER_PREFETCH_MULTIPLIER + 1) * CELERY_TASK_TIME_LIMIT + VISIBILITY_TIMEOUT_MARGIN
+)
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env.get_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600),
+        "visibility_timeout": env.get_int(env.VISIBILITY_TIMEOUT, MIN_VISIBILITY_TIMEOUT),
+        # Every live worker sweeps for expired reservations every 10 s (kombu's default is ~100 s).
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
         "socket_timeout": 10,
         "socket_connect_timeout": 5,
         "health_check_interval": 25,
@@ -182,12 +217,15 @@ CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(env.get("CELERY_WORKER_SOFT_SHUTDOWN
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = env.get_bool("CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
-# Retry policy (apps.main.retry): exponential backoff with full jitter, capped.
-RETRY_BACKOFF_MAX = env.get_int("RETRY_BACKOFF_MAX", 600)
 RETRY_POLICIES = {
     "send_notification": {"max_retries": 3, "base_delay": 60},
     "process_user_action": {"max_retries": 2, "base_delay": 30},
 }
+
+# Poison messages (apps.main.delivery): arguments nested deeper than this are refused by the worker
+# before they reach pickle; a message redelivered this many times without an ack is dead-lettered.
+TASK_MAX_ARGUMENT_DEPTH = env.get_int(env.TASK_MAX_ARGUMENT_DEPTH, 100)
+TASK_MAX_DELIVERIES = env.get_int(env.TASK_MAX_DELIVERIES, 3)
 
 BEAT_LEASE_TTL = env.get_int(env.BEAT_LEASE_TTL, 30)
 

@@ -20,3 +20,5 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Extra task modules for the fault suite's workers (tests.faults.tasks: a task that kills its process).
+CELERY_IMPORTS = tuple(env.get_list("TEST_TASK_MODULES"))

@@ -14,7 +14,8 @@ class ApiClient:
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
-    """``Authorization: Bearer <API_TOKEN>``; with no token configured every request is refused."""
+    """``Authorization: Bearer <API_TOKEN>`` (the scheme in any case, RFC 7235); with no token configured
+    every request is refused."""
 
     keyword = "Bearer"
 
@@ -23,7 +24,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         if not header:
             return None
         scheme, _, token = header.partition(" ")
-        if scheme != self.keyword or not token:
+        if scheme.lower() != self.keyword.lower() or not token.strip():
             raise exceptions.AuthenticationFailed("expected 'Authorization: Bearer <token>'")
         expected = settings.API_TOKEN
         if not expected or not hmac.compare_digest(token.strip().encode(), expected.encode()):

@@ -108,6 +108,12 @@ class TaskAccepted(serializers.Serializer):
     status_url = serializers.CharField()
 
 
+class ApiError(serializers.Serializer):
+    """The body of every error but a 400 on invalid arguments (that one names each field)."""
+
+    detail = serializers.CharField(help_text="Why the request failed.")
+
+
 class TaskStatus(serializers.Serializer):
     id = serializers.CharField()
     task = serializers.CharField(allow_null=True)

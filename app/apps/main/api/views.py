@@ -1,4 +1,8 @@
-"""POST /api/tasks/<name>/ enqueues an allow-listed task; GET /api/tasks/<id>/ reads its state."""
+"""POST /api/tasks/<name>/ enqueues an allow-listed task; GET /api/tasks/<id>/ reads its state.
+
+Errors (apps.main.api.errors): a broker or database that does not answer is a 503, raised from here
+as the client library's own exception and translated by the API's exception handler.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,15 @@ from typing import Any
 from celery import states
 from celery.result import AsyncResult
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.main.api.serializers import TASK_ARGUMENTS, TaskAccepted, TaskArguments, TaskStatus
+from apps.main.api.issued import was_issued
+from apps.main.api.schema import RETRY_AFTER, error_responses
+from apps.main.api.serializers import TASK_ARGUMENTS, ApiError, TaskAccepted, TaskArguments, TaskStatus
 from apps.main.api.signals import task_enqueued
 from apps.main.queues import queue_for, task_name
 from portfolio_site.celery import app
@@ -28,7 +34,10 @@ def enqueue_view(short_name: str) -> type[APIView]:
             operation_id=f"enqueue_{short_name}",
             summary=f"Enqueue {short_name}",
             request=arguments,
-            responses={202: TaskAccepted, 400: OpenApiResponse(description="Invalid arguments, with reasons")},
+            responses={202: TaskAccepted,
+                       **error_responses(not_found="No such route (the task names are the allow-list).",
+                                         with_body=True)},
+            parameters=[RETRY_AFTER],
             tags=["tasks"],
         )
         def post(self, request: Request) -> Response:
@@ -57,13 +66,30 @@ class UnknownTask(APIView):
             status=status.HTTP_404_NOT_FOUND,
         )
 
+    @extend_schema(exclude=True)
+    def get(self, request: Request, name: str) -> Response:
+        return Response({"detail": f"{name!r} is not a task id (task ids are UUIDs)"},
+                        status=status.HTTP_404_NOT_FOUND)
+
 
 class TaskStatusView(APIView):
-    @extend_schema(operation_id="task_status", responses={200: TaskStatus}, tags=["tasks"])
+    @extend_schema(
+        operation_id="task_status",
+        responses={200: TaskStatus,
+                   **error_responses(not_found="No task with this id was issued, or its result expired.",
+                                     with_body=False)},
+        parameters=[RETRY_AFTER],
+        tags=["tasks"],
+    )
     def get(self, request: Request, task_id: Any) -> Response:
         from django_celery_results.models import TaskResult
 
         task_id = str(task_id)
+        # Known first, with one plain query: with the database down it fails at once (a 503), where the
+        # result backend below would retry for minutes. And the backend reads any id as PENDING.
+        if not (TaskResult.objects.filter(task_id=task_id).exists() or was_issued(task_id)):
+            body = ApiError({"detail": f"unknown task id {task_id}: never issued, or its result expired"}).data
+            return Response(body, status=status.HTTP_404_NOT_FOUND)
         result = AsyncResult(task_id, app=app)
         # Read the state once: each read asks the backend again, and a task finishing in between
         # would give "STARTED" with ready=true. A ready state is cached, so .result matches it.

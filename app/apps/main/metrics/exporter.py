@@ -53,7 +53,7 @@ class BrokerLayout:
         from django.conf import settings
         from kombu.transport.redis import PRIORITY_STEPS, Channel
 
-        from apps.main.beat import BEAT_LAST_TICK_KEY
+        from apps.main.redis_keys import BEAT_LAST_TICK_KEY
 
         options = dict(getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {})
         return cls(

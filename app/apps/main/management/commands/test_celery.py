@@ -9,6 +9,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from apps.main.queues import queue_for, task_name
 from portfolio_site.celery import app
 
+try:
+    from embedded import stack_env
+except ImportError:  # the image ships no app/embedded (no local stack there; REDIS_URL is always set)
+    stack_env = None
+
 
 def sample_calls() -> dict[str, tuple[str, dict[str, Any]]]:
     """--task choice -> (task, kwargs): a real call of each task that succeeds on a healthy stack."""
@@ -37,6 +42,10 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=60.0, help="Seconds to wait for all tasks.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if stack_env is not None and (reason := stack_env.no_stack_reason()):
+            # One line instead of kombu's traceback (or tasks silently sent into a new SQLite file).
+            self.stderr.write(reason)
+            raise SystemExit(stack_env.NO_STACK_EXIT)
         calls = sample_calls()
         chosen = list(calls) if options["task"] == "all" else [options["task"]]
         pending = {}

@@ -1,0 +1,85 @@
+"""Guards on a task message before the worker hands it to its pool: no message can stop a worker.
+
+Two kinds of message would otherwise take a worker down again and again, because ``acks_late`` and
+``reject_on_worker_lost`` bring them back after every crash:
+
+* arguments nested so deep that the main process overflows the stack pickling them for the pool
+  (a ``RecursionError`` there is "Unrecoverable" and stops the worker; the message is restored and
+  the next start dies the same way) — refused on receipt, they never reach pickle;
+* a message whose execution kills its pool process or the worker itself (OOM kill, ``os._exit``,
+  a segfault in a C extension) — every redelivery is counted in the cache (Redis in production,
+  so the count survives the worker and moves with the message to other pods) and the delivery after
+  ``TASK_MAX_DELIVERIES`` is acknowledged and dead-lettered with reason ``poison`` instead of run.
+
+Only redelivered messages are counted: a message's first delivery costs no round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.exceptions import InvalidTaskError
+from celery.worker.request import Request
+from django.conf import settings
+
+from apps.main.redis_keys import REDELIVERIES_KEY
+
+
+class PoisonMessage(InvalidTaskError):
+    """A task message the worker refuses to run; the consumer dead-letters it with reason ``poison``."""
+
+    def __init__(self, message: str, *, deliveries: int = 1) -> None:
+        super().__init__(message)
+        self.deliveries = deliveries
+
+
+def nesting_depth_exceeds(value: Any, limit: int) -> bool:
+    """True when containers nest deeper than ``limit``; iterative, so no depth can overflow it."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def delivery_key(task_id: str, retries: int) -> str:
+    # A retry is a new message with the same id: each attempt has its own count.
+    return REDELIVERIES_KEY.format(task_id=task_id, retries=retries)
+
+
+def count_redelivery(task_id: str, retries: int) -> int:
+    """Add one to the message's redelivery count and return it (1 on the first redelivery)."""
+    from django.core.cache import cache
+
+    key = delivery_key(task_id, retries)
+    # Longer than any wait between two deliveries (visibility timeout) times the allowed count.
+    ttl = max(24 * 3600, settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 0) * 4)
+    cache.add(key, 0, timeout=ttl)
+    return cache.incr(key)
+
+
+class GuardedRequest(Request):
+    """Celery's request, refusing on receipt what must not reach the pool (see the module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limit = settings.TASK_MAX_ARGUMENT_DEPTH
+        if nesting_depth_exceeds([self._args, self._kwargs], limit + 1):
+            raise PoisonMessage(f"task arguments are nested deeper than {limit} levels (TASK_MAX_ARGUMENT_DEPTH)")
+        if self._delivery_info.get("redelivered"):
+            redeliveries = count_redelivery(self.id, int(self._request_dict.get("retries") or 0))
+            if redeliveries >= settings.TASK_MAX_DELIVERIES:
+                raise PoisonMessage(
+                    f"delivered {redeliveries + 1} times; the earlier deliveries ended without an "
+                    f"acknowledgement (their worker or pool process died) — not run again "
+                    f"(TASK_MAX_DELIVERIES={settings.TASK_MAX_DELIVERIES})",
+                    deliveries=redeliveries + 1,
+                )
