@@ -7,6 +7,7 @@ burst must still end in SUCCESS.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,30 +18,15 @@ from kubernetes.stream import stream
 
 from apps.main.queues import queue_for
 from k8s_support.api import TaskApi, host_of_worker, pool_of_worker
+from k8s_support.processes import kill_pool_children_script
 from k8s_support.release import ClusterReader
 from k8s_support.samples import BURST_ENV, BURST_TASK, burst_arguments, burst_size, drain_budget
 from k8s_support.waiting import wait_for
 from k8s_support.workloads import pool_for_queue, pool_queues
 
-#: Runs in the worker container: SIGKILL every prefork child of the Celery main process, as the
-#: kernel's OOM killer would. The main process then sees WorkerLostError and requeues the task.
-KILL_POOL_CHILDREN = r"""
-import os, signal
-procs = {}
-for pid in filter(str.isdigit, os.listdir('/proc')):
-    try:
-        stat = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()
-        cmd = open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\0', b' ').decode()
-    except OSError:
-        continue
-    procs[int(pid)] = (int(stat[1]), cmd)
-main = [pid for pid, (ppid, cmd) in procs.items()
-        if ' worker ' in cmd and ' worker ' not in procs.get(ppid, (0, ''))[1]]
-children = [pid for pid, (ppid, cmd) in procs.items() if ppid in main]
-for pid in children:
-    os.kill(pid, signal.SIGKILL)
-print(f'main={main} killed={children}')
-"""
+#: Runs in the worker container: SIGKILL every prefork child of the Celery main process (not of tini,
+#: PID 1), as the kernel's OOM killer would. The main process then sees WorkerLostError and requeues the task.
+KILL_POOL_CHILDREN = kill_pool_children_script()
 
 #: Burst tasks looked at to find a pod working on the burst: the first submitted run first.
 HEAD = 20
@@ -128,6 +114,7 @@ def test_killed_pool_processes_requeue_their_tasks(
         command=["python", "-c", KILL_POOL_CHILDREN], stderr=True, stdin=False, stdout=True, tty=False,
     )
     assert "killed=[" in output and "killed=[]" not in output, f"nothing killed in {pod}: {output}"
+    assert re.search(r"main=\[\d+\] ", output), f"not exactly one Celery main process in {pod}: {output}"
     assert_burst_in_progress(task_api, ids, f"SIGKILLing the pool processes of {pod}")
 
     done = task_api.wait_all_success(ids, timeout=drain_budget(len(ids)), diagnostics=dump)

@@ -50,8 +50,8 @@ kind-keda: ## Install KEDA from its Helm chart (pinned in k8s-tests/cluster/vers
 	helm upgrade --install keda kedacore/keda --version $(KEDA_CHART_VERSION) \
 	  --namespace $(KEDA_NAMESPACE) --create-namespace --wait --timeout $(KIND_WAIT)
 
-# No --wait: the pods wait (init container) for the migration hook Job, which Helm runs after the
-# install and waits for itself; kind-wait then waits for the pods.
+# No --wait here: kind-wait waits for every StatefulSet and Deployment (their pods wait in an init
+# container for the revision's migration Job). `--wait` would work too, with the default plain Job.
 kind-install: ## Install (or upgrade) this chart with the kind values and the loaded image
 	@$(REQUIRE) helm kubectl
 	helm upgrade --install $(RELEASE) $(CHART) --namespace $(NAMESPACE) --create-namespace \

@@ -31,10 +31,18 @@ def exporter(port: int = EXPORTER_PORT) -> list[str]:
 
 
 def web(port: int = WEB_PORT, workers: int = 2) -> list[str]:
+    # --no-control-socket (gunicorn >= 25.1): its control socket defaults to $HOME/.gunicorn/ (the image's
+    # user has HOME /nonexistent) on a read-only root filesystem; nothing uses gunicornc in a pod.
     return [
         "gunicorn", "portfolio_site.wsgi:application",
         "--bind", f"0.0.0.0:{port}", "--workers", str(workers), "--access-logfile", "-",
+        "--no-control-socket",
     ]
+
+
+def wait_for_database(timeout: int = 300) -> list[str]:
+    """The migration Job's first step: wait until the database accepts connections."""
+    return ["python", "manage.py", "wait_for_database", "--timeout", str(timeout)]
 
 
 MIGRATE = [["python", "manage.py", "migrate", "--noinput"], ["python", "manage.py", "setup_periodic_tasks"]]

@@ -27,6 +27,7 @@ from embedded import stack_env
 from embedded.network import free_port, wait_until
 from embedded.process import stop_process
 from embedded.supervisor import python_env
+from portfolio_site import commands
 from portfolio_site import environment as env_names
 from portfolio_site.celery import app
 from tests.app.procs import APP_DIR, manage, redis_db_url, scratch_database
@@ -123,6 +124,63 @@ def test_wait_for_migrations_names_an_unreachable_database(live_env: dict[str, s
     waited = manage("wait_for_migrations", "--timeout", "0.5", "--interval", "0.2", env=env, timeout=COMMAND_TIMEOUT)
     assert waited.returncode != 0
     assert "database not reachable: OperationalError" in waited.stderr, waited.stderr
+
+
+# --- wait_for_database (the migration Job's first step) --------------------------------------------
+
+def test_wait_for_database_waits_then_fails_in_one_line_on_a_closed_port(live_env: dict[str, str]) -> None:
+    env = {**live_env, "DATABASE_URL": f"postgres://u:p@127.0.0.1:{free_port()}/nothing"}
+    started = time.monotonic()
+    waited = manage("wait_for_database", "--timeout", "2", "--interval", "0.2", env=env)
+    elapsed = time.monotonic() - started
+    assert waited.returncode != 0
+    assert elapsed >= 2, f"gave up after {elapsed:.1f}s, before its timeout"
+    assert waited.stdout.count("waiting: database not reachable: OperationalError") == 1, waited.stdout  # said once
+    error = waited.stderr.strip().splitlines()
+    assert len(error) == 1, waited.stderr  # one line, no traceback
+    assert error[0].startswith("CommandError: gave up after 2s: database not reachable: OperationalError"), error
+
+
+def test_wait_for_database_returns_once_the_database_accepts_connections(live_env: dict[str, str],
+                                                                       test_database_url: str) -> None:
+    with scratch_database(test_database_url, prefix="reachable") as url:
+        ready = manage("wait_for_database", "--timeout", "10", env={**live_env, "DATABASE_URL": url})
+    assert (ready.returncode, ready.stdout.strip()) == (0, "the database accepts connections"), ready.stderr
+
+
+# --- the web command (gunicorn) ----------------------------------------------------------------------
+
+def test_web_command_runs_gunicorn_without_a_control_socket(live_env: dict[str, str], tmp_path: Path,
+                                                            process_logs: Path) -> None:
+    """gunicorn >= 25 opens a control socket under $HOME/.gunicorn/; in a pod HOME is /nonexistent on a
+    read-only root filesystem ("Control server error: [Errno 30]" at every start): the web command has none."""
+    port = free_port()
+    home = tmp_path / "home"
+    home.mkdir()
+    log_path = process_logs / f"web-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(commands.web(port, 1), cwd=APP_DIR, env={**live_env, "HOME": str(home)},
+                                   stdout=log, stderr=subprocess.STDOUT)
+        try:
+            def answers() -> bool:
+                if process.poll() is not None:
+                    raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()}")
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz", headers={"Host": "localhost"})
+                try:
+                    urllib.request.urlopen(request, timeout=2).close()
+                except urllib.error.HTTPError:
+                    pass  # answered: the arbiter is past its start-up, control socket included
+                except OSError:
+                    return False
+                return True
+
+            wait_until(answers, timeout=scaled(30), what="gunicorn to answer", interval=0.2)
+        finally:
+            stop_process(process, timeout=15)
+    output = log_path.read_text()
+    assert "Booting worker" in output, output
+    assert "Control" not in output, output
+    assert not (home / ".gunicorn").exists()
 
 
 # --- test_celery -----------------------------------------------------------------------------------

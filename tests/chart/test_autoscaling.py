@@ -34,10 +34,22 @@ def test_one_scaled_object_per_pool_with_every_kombu_key(helm: str) -> None:
         assert len(names) == len(set(names))
         for trigger in spec["triggers"]:
             assert trigger["type"] == "redis"
-            assert trigger["metadata"]["address"] == "rel-celery-stack-redis:6379"
+            assert trigger["metadata"]["address"] == "rel-celery-stack-redis.ns.svc:6379"
             assert trigger["metadata"]["databaseIndex"] == "0"
             assert trigger["authenticationRef"]["name"] == "rel-celery-stack-keda-redis"
             assert "enableTLS" not in trigger["metadata"]
+
+
+def test_keda_reaches_the_builtin_redis_by_its_namespaced_service_name() -> None:
+    """KEDA's operator resolves the trigger address from ITS namespace (keda), not the release's: the
+    short Service name is "no such host" there."""
+    manifests = render_chart(namespace="jobs")
+    service = one(manifests, "Service", "rel-celery-stack-redis")
+    for so in scaled_objects(manifests).values():
+        for trigger in so["spec"]["triggers"]:
+            host, port = trigger["metadata"]["address"].rsplit(":", 1)
+            assert host == f"{service['metadata']['name']}.jobs.svc"
+            assert int(port) == service["spec"]["ports"][0]["port"]
 
 
 def test_scaling_modifiers_sum_every_trigger() -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from portfolio_site import commands
 from tests.chart.conftest import env_of
 from tests.support.render import CHART, VALUES_EXAMPLES, HelmError, find, one, render_chart, run_helm
 
@@ -36,20 +39,43 @@ def test_flower_auth_port_and_max_tasks() -> None:
     assert one(manifests, "Secret", f"{N}-flower")
 
 
-def test_notes_print_port_forward_and_password(helm: str, tmp_path: Path) -> None:
+def render_notes(chart_copy: Path, helm: str, *sets: str) -> str:
     # `helm template` does not print NOTES.txt and `install --dry-run` needs a cluster: render the notes
     # through tpl in a copy of the chart.
-    chart = tmp_path / "celery-stack"
-    shutil.copytree(CHART, chart)
-    shutil.copy(chart / "templates" / "NOTES.txt", chart / "notes.txt")
-    (chart / "templates" / "zz-notes.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
-        "  notes: {{ tpl (.Files.Get \"notes.txt\") . | toJson }}\n")
-    done = run_helm(["template", "rel", str(chart), "--namespace", "ns", "--set", "crds.skipCapabilitiesCheck=true",
-                     "--show-only", "templates/zz-notes.yaml"], helm=helm)
-    notes = yaml.safe_load(done.stdout)["data"]["notes"]
+    if not chart_copy.exists():
+        shutil.copytree(CHART, chart_copy)
+        shutil.copy(chart_copy / "templates" / "NOTES.txt", chart_copy / "notes.txt")
+        (chart_copy / "templates" / "zz-notes.yaml").write_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
+            "  notes: {{ tpl (.Files.Get \"notes.txt\") . | toJson }}\n")
+    args = ["template", "rel", str(chart_copy), "--namespace", "ns", "--set", "crds.skipCapabilitiesCheck=true"]
+    for value in sets:
+        args += ["--set", value]
+    done = run_helm([*args, "--show-only", "templates/zz-notes.yaml"], helm=helm)
+    return yaml.safe_load(done.stdout)["data"]["notes"]
+
+
+def test_notes_print_port_forward_and_password(helm: str, tmp_path: Path) -> None:
+    notes = render_notes(tmp_path / "celery-stack", helm)
     assert f"kubectl --namespace ns port-forward service/{N}-flower 5555:5555" in notes
     assert f"get secret {N}-flower -o jsonpath='{{.data.password}}' | base64 -d" in notes
+
+
+def test_notes_name_the_migration_job_of_the_revision_or_warn_about_hooks(helm: str, tmp_path: Path) -> None:
+    plain = render_notes(tmp_path / "celery-stack", helm)
+    assert f"kubectl --namespace ns logs job/{N}-migrate-1 --all-containers" in plain
+    assert "hook" not in plain
+    hooks = render_notes(tmp_path / "celery-stack", helm, "migrations.useHelmHooks=true")
+    assert f"hook Job ({N}-migrate)" in hooks and "helm install --wait" in hooks
+
+
+def test_web_runs_gunicorn_without_a_control_socket() -> None:
+    """gunicorn >= 25 puts a control socket in $HOME/.gunicorn/: HOME is /nonexistent on the read-only root."""
+    args = one(render_chart(), "Deployment", f"{N}-web")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "gunicorn" and "--no-control-socket" in args
+    gunicorn = Path(sys.executable).parent / "gunicorn"  # the locked gunicorn, as in the image
+    usage = subprocess.run([str(gunicorn), "--help"], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "--no-control-socket" in usage
 
 
 def test_web_probes_service_and_hpa() -> None:
@@ -118,15 +144,61 @@ def test_missing_external_settings_fail_clearly() -> None:
         render_chart({"postgresql": {"enabled": False}})
 
 
-def test_migrations_as_hook_and_as_plain_job() -> None:
-    job = one(render_chart(), "Job", f"{N}-migrate")
+def test_migrations_default_to_a_plain_job_per_revision_that_needs_no_hook() -> None:
+    """`helm install --wait` waits for pods that wait for the migrations: by default nothing of the
+    release may be a hook that Helm runs only after the wait (the `helm test` Pod aside)."""
+    manifests = render_chart()
+    hooks = [(m["kind"], m["metadata"]["annotations"]["helm.sh/hook"]) for m in manifests
+             if "helm.sh/hook" in m["metadata"].get("annotations", {})]
+    assert hooks == [("Pod", "test")]
+    (job,) = find(manifests, "Job")
+    assert job["metadata"]["name"] == f"{N}-migrate-1"  # `helm template` renders revision 1
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0
+    # Argo CD renders with `helm template` (revision 1 every time): a Sync hook it replaces on each sync.
+    annotations = job["metadata"]["annotations"]
+    assert annotations == {"argocd.argoproj.io/hook": "Sync",
+                           "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation"}
+
+
+def test_the_plain_job_is_named_per_revision(helm: str, tmp_path: Path) -> None:
+    # `helm template` always renders revision 1: set another one in a copy of the chart.
+    chart = tmp_path / "celery-stack"
+    shutil.copytree(CHART, chart)
+    job = chart / "templates" / "migrations" / "migrate-job.yaml"
+    job.write_text('{{- $_ := set .Release "Revision" 7 }}\n' + job.read_text())
+    done = run_helm(["template", "rel", str(chart), "--namespace", "ns", "--set", "crds.skipCapabilitiesCheck=true",
+                     "--show-only", "templates/migrations/migrate-job.yaml"], helm=helm)
+    assert yaml.safe_load(done.stdout)["metadata"]["name"] == f"{N}-migrate-7"
+
+
+def test_migrations_as_helm_hooks_on_request() -> None:
+    job = one(render_chart({"migrations": {"useHelmHooks": True}}), "Job", f"{N}-migrate")
     annotations = job["metadata"]["annotations"]
     assert annotations["helm.sh/hook"] == "post-install,pre-upgrade"
     assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation"  # logs kept until the next run
-    plain = find(render_chart({"migrations": {"useHelmHooks": False}}), "Job")
-    assert len(plain) == 1 and "annotations" not in plain[0]["metadata"]
-    assert plain[0]["metadata"]["name"].startswith(f"{N}-migrate-")
-    assert plain[0]["spec"]["ttlSecondsAfterFinished"] > 0
+    assert not any(key.startswith("argocd.argoproj.io/") for key in annotations)
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+
+
+@pytest.mark.parametrize("use_hooks", [False, True], ids=["plain", "hooks"])
+def test_the_migration_job_waits_for_the_database_before_migrating(use_hooks: bool) -> None:
+    (job,) = find(render_chart({"migrations": {"useHelmHooks": use_hooks}}), "Job")
+    spec = job["spec"]["template"]["spec"]
+    (wait,) = spec["initContainers"]
+    (migrate,) = spec["containers"]
+    assert wait["name"] == "wait-for-database"
+    assert wait["args"] == commands.wait_for_database(300)
+    assert env_of(wait)["DATABASE_URL"] == env_of(migrate)["DATABASE_URL"]
+    assert "migrate --noinput" in migrate["args"][2]
+    # Retries wait again; the deadline leaves the wait and the migrations their time.
+    assert job["spec"]["activeDeadlineSeconds"] > 300 and job["spec"]["backoffLimit"] >= 1
+
+
+def test_the_database_wait_must_fit_in_the_jobs_deadline() -> None:
+    waited = one(render_chart({"migrations": {"waitForDatabaseTimeoutSeconds": 60}}), "Job", f"{N}-migrate-1")
+    assert waited["spec"]["template"]["spec"]["initContainers"][0]["args"][-1] == "60"
+    with pytest.raises(HelmError, match=r"waitForDatabaseTimeoutSeconds \(900\) must be below"):
+        render_chart({"migrations": {"waitForDatabaseTimeoutSeconds": 900}})
 
 
 def test_every_app_role_but_flower_waits_for_migrations() -> None:
@@ -141,6 +213,8 @@ def test_every_app_role_but_flower_waits_for_migrations() -> None:
 def test_helm_test_pod_runs_the_health_task() -> None:
     pod = one(render_chart(), "Pod", f"{N}-test-health")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    # Kept after it passed, for `helm test --logs`; the next `helm test` deletes it first.
+    assert pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation"
     assert pod["spec"]["restartPolicy"] == "Never"
     assert pod["spec"]["containers"][0]["args"] == ["python", "manage.py", "test_celery", "--task=health",
                                                        "--timeout", "120"]

@@ -45,9 +45,11 @@ def test_command_lines_are_the_apps(helm: str) -> None:
     assert container("Deployment", "beat")["args"] == commands.beat()
     assert container("Deployment", "flower")["args"] == commands.flower(ports.FLOWER_PORT)
     assert container("Deployment", "exporter")["args"] == commands.exporter(ports.EXPORTER_PORT)
-    migrate = container("Job", "migrate")["args"]
+    (job,) = find(manifests, "Job")
+    migrate = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert migrate[:2] == ["sh", "-c"]
     assert migrate[2] == " && ".join(shlex.join(c) for c in commands.MIGRATE)
+    assert job["spec"]["template"]["spec"]["initContainers"][0]["args"] == commands.wait_for_database(300)
 
 
 def test_every_env_var_the_chart_sets_is_one_the_app_reads(manifests: list[dict]) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import pytest
+import yaml
+
 from tests.chart.conftest import pod_specs
-from tests.support.render import CHART, find, render_chart
+from tests.support.render import CHART, CRD_API_VERSIONS, find, render_chart, run_helm
 
 
 def test_every_pod_and_container_is_locked_down(manifests: list[dict]) -> None:
@@ -103,3 +106,48 @@ def test_config_and_secret_changes_roll_the_pods() -> None:
         return next(d for d in find(ms, "Deployment") if d["metadata"]["name"].endswith("-web"))[
             "spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     assert checksum(a) != checksum(b)
+
+
+def render_afresh(helm: str = "helm3", *sets: str) -> list[dict]:
+    """One more `helm template` run (render_chart caches its output per arguments)."""
+    args = ["template", "rel", str(CHART), "--namespace", "ns"]
+    for api in CRD_API_VERSIONS:
+        args += ["--api-versions", api]
+    for value in sets:
+        args += ["--set", value]
+    return [doc for doc in yaml.safe_load_all(run_helm(args, helm=helm).stdout) if doc]
+
+
+def checksums(manifests: list[dict]) -> dict[str, dict[str, str]]:
+    """Deployment/StatefulSet -> its pod template's checksum/* annotations."""
+    return {f"{m['kind']}/{m['metadata']['name']}": {
+                k: v for k, v in (m["spec"]["template"]["metadata"].get("annotations") or {}).items()
+                if k.startswith("checksum/")}
+            for m in manifests if m["kind"] in ("Deployment", "StatefulSet")}
+
+
+def test_checksums_are_the_same_in_every_render_of_the_same_values(helm: str) -> None:
+    """The generated passwords differ between two renders that find no stored Secret (a first install,
+    `helm template`, GitOps), as they differed between an install and its first upgrade: the pods'
+    checksums must not, or that upgrade restarts every pod, Redis and PostgreSQL included."""
+    first, second = render_afresh(helm), render_afresh(helm)
+    def secret_data(manifests: list[dict]) -> dict:
+        return {s["metadata"]["name"]: s["data"] for s in find(manifests, "Secret")}
+    assert secret_data(first) != secret_data(second)  # what used to leak into the checksums
+    assert checksums(first) == checksums(second)
+    assert all("checksum/secret" in c for c in checksums(first).values()), checksums(first)
+
+
+@pytest.mark.parametrize(("value", "rolled"), [
+    ("app.existingSecret=app-v2", {"web", "beat", "flower", "exporter", "worker-default"}),
+    ("redis.auth.existingSecret=redis-v2", {"redis"}),
+    ("redis.auth.existingSecretPasswordKey=pass", {"redis"}),
+    ("postgresql.auth.existingSecret=db-v2", {"postgresql"}),
+], ids=["app", "redis", "redis-key", "postgresql"])
+def test_a_changed_user_given_secret_changes_the_checksums(value: str, rolled: set[str]) -> None:
+    before = {name.split("/")[1].removeprefix("rel-celery-stack-"): c["checksum/secret"]
+              for name, c in checksums(render_afresh()).items()}
+    after = {name.split("/")[1].removeprefix("rel-celery-stack-"): c["checksum/secret"]
+             for name, c in checksums(render_afresh("helm3", value)).items()}
+    changed = {name for name in before if after[name] != before[name]}
+    assert rolled <= changed, (value, changed)

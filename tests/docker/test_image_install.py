@@ -7,6 +7,7 @@ production settings in it, as the image would. hadolint lints the Dockerfile its
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -50,6 +51,54 @@ def test_runtime_stage_is_non_root_with_tini_without_group_signals() -> None:
     assert "WORKDIR /app" in runtime
     assert not any("uv" in x.split() or "gcc" in x or "build-essential" in x for x in runtime)
     assert any("collectstatic" in x for x in instructions)
+
+
+#: Instruction flags of the classic Dockerfile syntax, which every builder's built-in frontend knows.
+#: Any other (RUN --mount/--network/--security, COPY --link/--parents/--exclude/--chmod, ADD --checksum,
+#: HEALTHCHECK --start-interval ...) needs a newer frontend than a builder may have built in, i.e. a
+#: `# syntax=` image pulled from a registry.
+CLASSIC_FLAGS = {
+    "FROM": {"--platform"}, "COPY": {"--from", "--chown"}, "ADD": {"--chown"},
+    "HEALTHCHECK": {"--interval", "--timeout", "--start-period", "--retries"},
+}
+
+
+def leading_flags(instruction: str) -> tuple[str, set[str]]:
+    """The keyword and the `--flag[=value]` words right after it (the instruction's own options)."""
+    keyword, *words = instruction.split()
+    flags = set()
+    for word in words:
+        if not word.startswith("--"):
+            break
+        flags.add(word.split("=", 1)[0])
+    return keyword.upper(), flags
+
+
+def test_builds_with_the_builtin_frontend_no_syntax_directive_or_newer_features() -> None:
+    """A `# syntax=` line makes BuildKit pull that frontend image from a registry before building."""
+    directives = [line for line in DOCKERFILE.read_text().splitlines()
+                  if re.match(r"#\s*syntax\s*=", line.strip(), re.IGNORECASE)]
+    assert not directives, f"remove the frontend directive(s) {directives}"
+    instructions = dockerfile_instructions()
+    heredocs = [i for i in instructions if re.search(r"<<-?\s*[\"']?[A-Za-z_]", i)]
+    assert not heredocs, f"heredocs need a dockerfile:1.4 frontend: {heredocs}"
+    for instruction in instructions:
+        keyword, flags = leading_flags(instruction)
+        newer = flags - CLASSIC_FLAGS.get(keyword, set())
+        assert not newer, f"{keyword} {sorted(newer)} needs a newer frontend than the built-in one: {instruction}"
+
+
+def test_the_frontend_check_sees_what_it_must() -> None:
+    assert leading_flags("RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen") == ("RUN", {"--mount"})
+    assert leading_flags("COPY --from=builder --link /app /app") == ("COPY", {"--from", "--link"})
+    assert leading_flags('CMD ["gunicorn", "--bind", "0.0.0.0:8000"]') == ("CMD", set())
+
+
+def test_the_images_default_command_is_the_web_command() -> None:
+    from portfolio_site import commands, ports
+
+    cmd = next(i for i in dockerfile_instructions() if i.startswith("CMD "))
+    assert json.loads(cmd[len("CMD "):]) == commands.web(ports.WEB_PORT, 2)
 
 
 def test_hadolint_passes() -> None:

@@ -83,13 +83,17 @@ one (URL-safe: it is embedded in REDIS_URL / DATABASE_URL). Returns the base64 `
 
 {{/*
 The ONE source of the broker connection for the REDIS_URL env and for KEDA: built-in or external Redis.
-Returns YAML; use with fromYaml.
+`host` serves the release's own pods (the short Service name resolves in their namespace); `address`
+(host:port) serves clients in OTHER namespaces, such as the KEDA operator's redis scaler: for the
+built-in Redis the Service's `<name>.<namespace>.svc` (no cluster domain, so it resolves with any
+clusterDomain), an external host as given. Returns YAML; use with fromYaml.
 */}}
 {{- define "celery-stack.redis" -}}
 {{- $fullname := include "celery-stack.fullname" . -}}
 {{- if .Values.redis.enabled -}}
 host: {{ printf "%s-redis" $fullname | quote }}
 port: {{ .Values.redis.port | int }}
+address: {{ printf "%s-redis.%s.svc:%d" $fullname .Release.Namespace (int .Values.redis.port) | quote }}
 database: {{ .Values.redis.database | int }}
 tls: false
 certReqs: ""
@@ -102,6 +106,7 @@ passwordKey: {{ .Values.redis.auth.existingSecretPasswordKey | quote }}
 {{- end }}
 host: {{ .Values.externalRedis.host | quote }}
 port: {{ .Values.externalRedis.port | int }}
+address: {{ printf "%s:%d" .Values.externalRedis.host (int .Values.externalRedis.port) | quote }}
 database: {{ .Values.externalRedis.database | int }}
 tls: {{ .Values.externalRedis.tls.enabled }}
 certReqs: {{ .Values.externalRedis.tls.certReqs | quote }}
@@ -163,10 +168,31 @@ from the password Secrets, so no password is ever rendered into the manifest or 
 
 {{/* ============================== pods ============================== */}}
 
-{{/* Pod annotations: checksums roll every pod when the shared ConfigMap or Secret changes. (dict "ctx" $ "extra" map) */}}
+{{/*
+checksum/secret of a pod template: a sha256 of what DEFINES a Secret its pods read, never of a generated
+value. keptSecretValue generates a value whenever lookup finds no stored Secret (a first install,
+`helm template`, GitOps), so rendering the Secret template once more for the annotation hashed a second,
+different random value: the install's checksum never matched the first upgrade's (which looks up the
+stored value) and that upgrade restarted every pod, Redis and PostgreSQL included, with nothing changed
+(bitnami/charts#5977; Airflow's random keys). As Bitnami's charts do, only the Secret's `data` is hashed,
+not its metadata (labels carry the chart version); of that data only the KEYS, because every value the
+chart writes is generated once and then kept for the life of the Secret (lookup), so a value never
+changes while its Secret exists. What the user gives goes in whole: `given`, the values that name the
+existing Secret (and key) read instead. Args: (dict "ctx" $ "template" "redis/redis-secret.yaml" "given" x)
+*/}}
+{{- define "celery-stack.secretChecksum" -}}
+{{- $secret := include (print .ctx.Template.BasePath "/" .template) .ctx | fromYaml -}}
+{{- $generated := dict "name" (dig "metadata" "name" "" $secret) "keys" (keys (dig "data" dict $secret) | sortAlpha) -}}
+{{- dict "generated" $generated "given" .given | toJson | sha256sum -}}
+{{- end -}}
+
+{{/*
+Pod annotations: checksums roll every pod when the shared ConfigMap's data or the definition of the
+shared Secret changes (celery-stack.secretChecksum). (dict "ctx" $ "extra" map)
+*/}}
 {{- define "celery-stack.podAnnotations" -}}
-checksum/config: {{ include (print .ctx.Template.BasePath "/config/configmap.yaml") .ctx | sha256sum }}
-checksum/secret: {{ include (print .ctx.Template.BasePath "/config/secret.yaml") .ctx | sha256sum }}
+checksum/config: {{ include (print .ctx.Template.BasePath "/config/configmap.yaml") .ctx | fromYaml | dig "data" dict | toJson | sha256sum }}
+checksum/secret: {{ include "celery-stack.secretChecksum" (dict "ctx" .ctx "template" "config/secret.yaml" "given" (pick .ctx.Values.app "existingSecret")) }}
 {{- with (merge (dict) (.extra | default dict) .ctx.Values.global.podAnnotations) }}
 {{ toYaml . }}
 {{- end }}
