@@ -23,7 +23,7 @@ from apps.main.queues import task_name
 from embedded import EmbeddedPostgres
 from embedded.network import free_port, wait_until
 from portfolio_site.celery import app
-from tests.app.procs import manage
+from tests.app.procs import manage, redis_db_url
 from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,6 +39,22 @@ def spool(redis_client: redis_lib.Redis) -> Iterator[redis_lib.Redis]:
     redis_client.delete(*keys)
     yield redis_client
     redis_client.delete(*keys)
+
+
+#: A Redis database of the session server that no worker uses: the session's workers flush the spool
+#: on database 0 every 30 s, and must not store a letter that a test means to flush itself.
+ISOLATED_REDIS_DB = 9
+
+
+@pytest.fixture
+def isolated_spool(redis_url: str) -> Iterator[tuple[redis_lib.Redis, str]]:
+    """An empty spool on a Redis database of its own, and its URL for the test's processes."""
+    url = redis_db_url(redis_url, ISOLATED_REDIS_DB)
+    client = redis_lib.Redis.from_url(url)
+    keys = (SPOOL_KEY, PROCESSING_KEY, UNSTORABLE_KEY)
+    client.delete(*keys)
+    yield client, url
+    client.delete(*keys)
 
 
 @pytest.fixture
@@ -204,11 +220,14 @@ print("RECORDED", letter)
 
 
 @pytest.fixture
-def own_postgres(tmp_path: Path, live_env: dict[str, str]) -> Iterator[tuple[EmbeddedPostgres, dict[str, str]]]:
-    """A PostgreSQL server of this test's own (to stop), migrated; and the environment of its processes."""
+def own_postgres(tmp_path: Path, live_env: dict[str, str], isolated_spool: tuple[redis_lib.Redis, str],
+                 ) -> Iterator[tuple[EmbeddedPostgres, dict[str, str]]]:
+    """A PostgreSQL server of this test's own (to stop), migrated; and the environment of its processes,
+    whose spool is the isolated one."""
     server = EmbeddedPostgres(tmp_path / "postgres").start()
     try:
-        env = {**live_env, "DATABASE_URL": server.url, "APP_DATA_DIR": str(tmp_path / "data")}
+        env = {**live_env, "DATABASE_URL": server.url, "APP_DATA_DIR": str(tmp_path / "data"),
+               "REDIS_URL": isolated_spool[1]}
         migrated = manage("migrate", "--noinput", env=env)
         assert migrated.returncode == 0, migrated.stderr
         yield server, env
@@ -223,9 +242,10 @@ def rows_of(server: EmbeddedPostgres, task_id: str) -> list[tuple]:
 
 
 def test_a_letter_recorded_while_the_database_is_down_is_spooled_then_stored_once(
-    own_postgres: tuple[EmbeddedPostgres, dict[str, str]], spool: redis_lib.Redis,
+    own_postgres: tuple[EmbeddedPostgres, dict[str, str]], isolated_spool: tuple[redis_lib.Redis, str],
 ) -> None:
     server, env = own_postgres
+    spool = isolated_spool[0]
     task_id = f"down-{uuid.uuid4().hex}"
     server.stop()
     recorded = manage("shell", "-c", RECORD.format(task_id=task_id), env=env)
@@ -254,9 +274,10 @@ def test_a_letter_recorded_while_the_database_is_down_is_spooled_then_stored_onc
 
 
 def test_a_flush_while_the_database_is_still_down_keeps_the_letters(
-    own_postgres: tuple[EmbeddedPostgres, dict[str, str]], spool: redis_lib.Redis,
+    own_postgres: tuple[EmbeddedPostgres, dict[str, str]], isolated_spool: tuple[redis_lib.Redis, str],
 ) -> None:
     server, env = own_postgres
+    spool = isolated_spool[0]
     server.stop()
     for _ in range(2):
         spool.rpush(SPOOL_KEY, json.dumps(spooled_letter()))
