@@ -151,6 +151,7 @@ def _exporter_answers(port: int) -> bool:
 def broker_kill_restart(stack: FaultStack, size: int) -> Row:
     """kill -9 of Valkey mid-burst, started again (AOF) after an outage; beat and exporter must follow."""
     worker = stack.start_worker("broker")
+    log_start = worker.log_path.stat().st_size  # the log file is shared by every run of this scenario
     beat = stack.start_beat()
     exporter, port = stack.start_exporter()
     client = redis.Redis.from_url(stack.valkey.url, socket_timeout=5)
@@ -179,7 +180,12 @@ def broker_kill_restart(stack: FaultStack, size: int) -> Row:
         resumed = False
     for child in (exporter, beat, worker):
         stack.supervisor.stop(child)
-    restored = re.findall(r"restored (\d+) message", worker.log_path.read_text(errors="replace"))
+    with worker.log_path.open(errors="replace") as log:
+        log.seek(log_start)
+        restored = re.findall(r"restored (\d+) message", log.read())
+    if "Unrecoverable error" in worker.log_path.read_text(errors="replace")[log_start:]:
+        notes.append("the worker stopped with an unrecoverable error")
+        resumed = False
     notes.append(f"the worker restored {sum(map(int, restored))} orphaned message(s) right after reconnecting")
     if settled_after >= stack.visibility_timeout:
         notes.append("some task waited for the visibility timeout")

@@ -71,6 +71,11 @@ class GuardedRequest(Request):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # An ack queued before a broker connection loss runs on the dead channel, whose transport
+        # connection kombu has set to None: AttributeError, not a connection error, and the worker would
+        # stop ("Unrecoverable error", seen in the fault suite). Logged like a failed ack instead; the
+        # message is restored after the reconnect (worker_steps.RestoreOrphanedMessages).
+        self._connection_errors = (*self._connection_errors, AttributeError)
         limit = settings.TASK_MAX_ARGUMENT_DEPTH
         if nesting_depth_exceeds([self._args, self._kwargs], limit + 1):
             raise PoisonMessage(f"task arguments are nested deeper than {limit} levels (TASK_MAX_ARGUMENT_DEPTH)")

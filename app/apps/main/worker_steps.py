@@ -95,7 +95,21 @@ class DeadLetteringConsumer(Consumer):
         held = [*active_requests, *reserved_requests, *scheduled_requests]
         tags = {str(r.message.delivery_tag) for r in held if not r.acknowledged and r.message is not None}
         self.orphaned_delivery_tags = sorted({*getattr(self, "orphaned_delivery_tags", []), *tags})
+        # Celery closes the broken connection next; kombu's channel close then tries to restore the
+        # unacked messages over it and, when the transport's client is already gone, raises an
+        # AttributeError that stops the worker ("Unrecoverable error", seen in the fault suite). Over a
+        # dead connection that restore cannot work anyway: RestoreOrphanedMessages does it after the reconnect.
+        for channel in self._open_channels():
+            channel.do_restore = False
         super().on_connection_error_after_connected(exc)
+
+    def _open_channels(self) -> list[Any]:
+        connection = self.connection
+        if connection is None:
+            return []
+        channels = list(getattr(getattr(connection, "transport", None), "channels", None) or [])
+        default = getattr(connection, "_default_channel", None)
+        return [*channels, default] if default is not None and default not in channels else channels
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         self._poison(message, exc, body=message.body)
