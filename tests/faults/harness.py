@@ -197,7 +197,10 @@ class FaultStack:
     def settled(self, burst: Burst) -> tuple[int, int, int]:
         """(succeeded, dead-lettered, still open) for the burst."""
         ids = list(burst.ids)
-        states, letters = self.states(ids), self.dead_letters(ids)
+        return self._settled(ids, self.states(ids), self.dead_letters(ids))
+
+    @staticmethod
+    def _settled(ids: list[str], states: dict[str, str], letters: dict[str, str]) -> tuple[int, int, int]:
         succeeded = sum(1 for i in ids if states.get(i) == "SUCCESS" and i not in letters)
         dead = sum(1 for i in ids if i in letters)
         return succeeded, dead, len(ids) - succeeded - dead
@@ -220,9 +223,8 @@ class FaultStack:
 
     def count(self, fault: str, burst: Burst, notes: str = "") -> Row:
         ids = list(burst.ids)
-        succeeded, dead, open_ = self.settled(burst)
-        letters = self.dead_letters(ids)
-        states = self.states(ids)
+        states, letters = self.states(ids), self.dead_letters(ids)
+        succeeded, dead, open_ = self._settled(ids, states, letters)
         # A task that succeeded must not also be dead-lettered, nor end in any other state.
         wrong_state = sum(1 for i in ids if i not in letters and states.get(i) not in (None, "SUCCESS"))
         actions = [a for i, a in burst.ids.items() if a is not None]

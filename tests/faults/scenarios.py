@@ -31,17 +31,16 @@ def nested(depth: int) -> dict:
     return value
 
 
-def wait_progress(stack: FaultStack, burst: Burst, fraction: float) -> None:
-    """Until ``fraction`` of the burst succeeded: the fault then hits a burst in full flight."""
-    target = int(len(burst.ids) * fraction)
+def burst_in_flight(stack: FaultStack, size: int) -> tuple[Burst, int]:
+    """Send a burst and wait until a quarter of it succeeded: the fault then hits it in full flight.
+    Returns the burst and how many of its tasks were still open (some must be, or the scenario proves
+    nothing)."""
+    burst = stack.send_actions(size)
+    target = size // 4
     wait_for(lambda: stack.settled(burst)[0] >= target, timeout=120, what=f"{target} tasks done")
-
-
-def still_running(stack: FaultStack, burst: Burst) -> int:
-    """Tasks not settled yet: the fault must hit some, or the scenario proves nothing."""
     open_ = stack.settled(burst)[2]
     assert open_ > 0, "the burst drained before the fault: raise the burst size"
-    return open_
+    return burst, open_
 
 
 def poison_deep_nesting(stack: FaultStack, size: int) -> Row:
@@ -80,9 +79,7 @@ def poison_pool_exit(stack: FaultStack, size: int) -> Row:
 def worker_sigterm(stack: FaultStack, size: int) -> Row:
     """What Kubernetes does on scale-down: SIGTERM, warm shutdown, then another pod carries on."""
     worker = stack.start_worker("sigterm-a")
-    burst = stack.send_actions(size)
-    wait_progress(stack, burst, 0.25)
-    open_ = still_running(stack, burst)
+    burst, open_ = burst_in_flight(stack, size)
     stack.supervisor.stop(worker)  # SIGTERM, waits for the warm shutdown
     replacement = stack.start_worker("sigterm-b")
     stack.wait_settled(burst, timeout=180, what="after SIGTERM")
@@ -92,9 +89,7 @@ def worker_sigterm(stack: FaultStack, size: int) -> Row:
 
 def _kill_children(stack: FaultStack, size: int, *, every: bool) -> Row:
     worker = stack.start_worker("children", concurrency=2)
-    burst = stack.send_actions(size)
-    wait_progress(stack, burst, 0.25)
-    open_ = still_running(stack, burst)
+    burst, open_ = burst_in_flight(stack, size)
     children = stack.pool_processes(worker)
     for child in children if every else children[:1]:
         kill(child)
@@ -124,9 +119,7 @@ def kill_worker_main_process(stack: FaultStack, size: int) -> Row:
     sweep (every 10 s) then restores them.
     """
     worker = stack.start_worker("main-a")
-    burst = stack.send_actions(size)
-    wait_progress(stack, burst, 0.25)
-    open_ = still_running(stack, burst)
+    burst, open_ = burst_in_flight(stack, size)
     for process in [*stack.pool_processes(worker)]:
         kill(process)
     kill(worker.process)
@@ -157,9 +150,7 @@ def broker_kill_restart(stack: FaultStack, size: int) -> Row:
     client = redis.Redis.from_url(stack.valkey.url, socket_timeout=5)
     wait_for(lambda: client.exists(BEAT_LEASE_KEY), timeout=60, what="beat to take its lease")
     wait_for(lambda: _exporter_answers(port), timeout=60, what="the exporter")
-    burst = stack.send_actions(size)
-    wait_progress(stack, burst, 0.25)
-    open_ = still_running(stack, burst)
+    burst, open_ = burst_in_flight(stack, size)
     kill(stack.valkey.process)
     stack.valkey.process.wait(10)
     time.sleep(OUTAGE_SECONDS)  # the outage itself, not a wait for a condition
@@ -198,9 +189,7 @@ def broker_kill_restart(stack: FaultStack, size: int) -> Row:
 
 def database_restart(stack: FaultStack, size: int) -> Row:
     worker = stack.start_worker("database")
-    burst = stack.send_actions(size)
-    wait_progress(stack, burst, 0.25)
-    open_ = still_running(stack, burst)
+    burst, open_ = burst_in_flight(stack, size)
     stack.postgres.stop()  # fast shutdown: every connection is cut
     time.sleep(OUTAGE_SECONDS)
     stack.postgres.start()
