@@ -79,3 +79,23 @@ flower: ## Port-forward Flower to localhost and print its login (read from the r
 	@$(REQUIRE) kubectl
 	PYTHONPATH=k8s-tests $(UV) run --frozen python -m k8s_support.cli flower \
 	  --release $(RELEASE) --namespace $(NAMESPACE) --local-port $(FLOWER_PORT)
+
+# ---------------------------------------------------------------------------------------------------
+# The local cluster (docs/cluster.md): single-node Kubernetes as host processes, every binary built
+# from its Go module into ~/.cache/celery-stack, every image made locally. Needs root; no registry.
+LOCAL_CLUSTER = PYTHONPATH=k8s-tests:. $(UV) run --frozen python -m localcluster
+CLUSTER_TEST_ARGS ?=
+
+.PHONY: cluster-up cluster-test cluster-down cluster-status
+
+cluster-up: bootstrap ## Build (cached) and start the local cluster with CoreDNS, metrics-server and KEDA
+	$(LOCAL_CLUSTER) up
+
+cluster-test: bootstrap ## Install the chart on the local cluster with helm v3 and v4 and run k8s-tests
+	PYTHONPATH=k8s-tests:. $(UV) run --frozen python -m localcluster.suite $(CLUSTER_TEST_ARGS)
+
+cluster-down: bootstrap ## Stop the local cluster and remove its processes, mounts, rules and state
+	$(LOCAL_CLUSTER) down
+
+cluster-status: bootstrap ## What of the local cluster runs, and what cluster-down would remove
+	$(LOCAL_CLUSTER) status

@@ -1,0 +1,145 @@
+"""Host networking the cluster changes, and how `cluster-down` puts it back.
+
+- sysctls: IP forwarding (pods reach Services and each other through the host), and the kernel tunables
+  the kubelet sets at start. Their values before `cluster-up` are recorded once and restored.
+- iptables: FORWARD must accept the pod network (a host whose FORWARD policy is DROP, as dockerd leaves
+  it, would time out every pod -> Service packet). Our rules carry COMMENT; kube-proxy's and the CNI
+  plugins' live in chains named KUBE-* and CNI-*. Down removes exactly those, in iptables and ip6tables.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+from localcluster.topology import Topology
+
+COMMENT = "celery-stack-local-cluster"
+SYSCTLS = (
+    "net/ipv4/ip_forward",
+    "net/bridge/bridge-nf-call-iptables",
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
+#: chains created by kube-proxy, the kubelet and the CNI plugins (bridge ipMasq, portmap)
+OWNED_CHAIN_PREFIXES = ("KUBE-", "CNI-")
+TABLES = ("filter", "nat", "mangle")
+
+
+def _read_sysctl(name: str) -> str | None:
+    try:
+        return Path("/proc/sys", name).read_text().strip()
+    except OSError:
+        return None
+
+
+def record_sysctls(record: Path) -> None:
+    """Write the current values once (a second `cluster-up` must not record the cluster's own values)."""
+    if record.exists():
+        return
+    values = {name: value for name in SYSCTLS if (value := _read_sysctl(name)) is not None}
+    record.write_text(json.dumps(values, indent=2))
+
+
+def restore_sysctls(record: Path) -> list[str]:
+    """Put back what record_sysctls saw; returns the names changed."""
+    if not record.is_file():
+        return []
+    changed = []
+    for name, value in json.loads(record.read_text()).items():
+        if _read_sysctl(name) != value:
+            try:
+                Path("/proc/sys", name).write_text(value + "\n")
+                changed.append(name)
+            except OSError:
+                pass
+    return changed
+
+
+def enable_forwarding() -> None:
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+
+
+def _iptables(binary: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([binary, "-w", "5", *args], capture_output=True, text=True, check=check)
+
+
+def _save(binary: str, table: str) -> str:
+    result = subprocess.run([f"{binary}-save", "-t", table], capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else ""
+
+
+def _forward_rules(topology: Topology) -> list[list[str]]:
+    return [
+        ["-s", topology.pod_cidr, "-m", "comment", "--comment", COMMENT, "-j", "ACCEPT"],
+        ["-d", topology.pod_cidr, "-m", "comment", "--comment", COMMENT, "-j", "ACCEPT"],
+    ]
+
+
+def accept_pod_forwarding(topology: Topology) -> None:
+    """Insert (once) FORWARD rules accepting the pod network in both directions."""
+    for rule in _forward_rules(topology):
+        if _iptables("iptables", "-C", "FORWARD", *rule, check=False).returncode != 0:
+            _iptables("iptables", "-I", "FORWARD", "1", *rule)
+
+
+def _owned_chain(name: str) -> bool:
+    return name.startswith(OWNED_CHAIN_PREFIXES)
+
+
+def plan_cleanup(saved: str) -> tuple[list[list[str]], list[str]]:
+    """From one table's iptables-save text: the rules to delete (as `-D` arguments) and the chains to drop.
+
+    Our commented rules and every rule of a built-in or foreign chain that jumps to an owned chain are
+    deleted one by one; the owned chains themselves are flushed and removed whole.
+    """
+    chains = [line[1:].split()[0] for line in saved.splitlines() if line.startswith(":")]
+    deletes = []
+    for line in saved.splitlines():
+        if not line.startswith("-A "):
+            continue
+        words = shlex.split(line)
+        chain = words[1]
+        target = words[words.index("-j") + 1] if "-j" in words else ""
+        if not _owned_chain(chain) and (COMMENT in words or _owned_chain(target)):
+            deletes.append(["-D", *words[1:]])
+    return deletes, [chain for chain in chains if _owned_chain(chain)]
+
+
+def cleanup_rules(binary: str) -> int:
+    """Remove what plan_cleanup finds in every table; returns the number of rules and chains removed."""
+    removed = 0
+    for table in TABLES:
+        deletes, owned = plan_cleanup(_save(binary, table))
+        for delete in deletes:
+            removed += _iptables(binary, "-t", table, *delete, check=False).returncode == 0
+        for chain in owned:  # flush all first: owned chains jump to each other
+            _iptables(binary, "-t", table, "-F", chain, check=False)
+        for chain in owned:
+            removed += _iptables(binary, "-t", table, "-X", chain, check=False).returncode == 0
+    return removed
+
+
+def leftover_rules() -> list[str]:
+    """Rules or chains of ours still present (what `cluster-down` checks it removed)."""
+    left = []
+    for binary in ("iptables", "ip6tables"):
+        for table in TABLES:
+            saved = _save(binary, table)
+            left += [f"{binary} -t {table}: {line}" for line in saved.splitlines()
+                     if COMMENT in line or any(f" {p}" in line or line.startswith((f":{p}", f"-A {p}"))
+                                               for p in OWNED_CHAIN_PREFIXES)]
+    return left
+
+
+def delete_link(name: str) -> bool:
+    if subprocess.run(["ip", "link", "show", name], capture_output=True).returncode != 0:
+        return False
+    subprocess.run(["ip", "link", "delete", name], capture_output=True)
+    return True

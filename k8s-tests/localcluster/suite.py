@@ -1,0 +1,126 @@
+"""`make cluster-test`: install the chart on the local cluster with helm v3 and with helm v4, run k8s-tests.
+
+helm v4 installs the release the whole k8s-tests suite runs against (it upgrades, disrupts and finally
+uninstalls it); helm v3 installs a second release in its own namespace for the suite's non-disruptive
+part, its upgrade and its uninstall. Both installs use `--wait` with the chart's defaults plus the
+kind and local-cluster values, and report how long they took to be Ready. A failure prints the
+namespace's pods, events and log tails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from localcluster.cluster import IMAGES_ENV, READY_MARKER, kubectl, kubectl_binary
+from localcluster.paths import KUBECONFIG
+from localcluster.progress import say, step
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "celery-stack"
+VALUES = ("values-examples/kind.yaml", "values-examples/local-cluster.yaml")
+
+
+@dataclass(frozen=True)
+class Run:
+    helm: str  # tests.support.tools name: helm3 or helm4
+    release: str
+    namespace: str
+    #: pytest -m expression (None: the whole suite)
+    markers: str | None
+
+
+RUNS = (
+    Run("helm3", "celery-stack", "celery-stack-helm3", "not disruptive"),
+    Run("helm4", "celery-stack", "celery-stack", None),
+)
+
+
+def _image() -> tuple[str, str]:
+    values = dict(line.split("=", 1) for line in IMAGES_ENV.read_text().split())
+    return values["IMAGE_REPOSITORY"], values["IMAGE_TAG"]
+
+
+def _helm(run: Run) -> Path:
+    from tests.support.tools import helm_binary
+
+    return helm_binary(run.helm)
+
+
+def _environment(run: Run) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KUBECONFIG": str(KUBECONFIG),
+        "PATH": f"{kubectl_binary().parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "K8S_TESTS_REQUIRED": "1",
+        "K8S_TESTS_RELEASE": run.release,
+        "K8S_TESTS_NAMESPACE": run.namespace,
+        "K8S_TESTS_VALUES": ",".join(VALUES),
+        "K8S_TESTS_HELM": str(_helm(run)),
+    }
+
+
+def diagnostics(namespace: str) -> str:
+    parts = [kubectl("-n", namespace, "get", "all,pvc,scaledobjects", "-o", "wide", check=False).stdout,
+             kubectl("-n", namespace, "get", "events", "--sort-by=.lastTimestamp", check=False).stdout[-6000:],
+             kubectl("-n", namespace, "describe", "pods", check=False).stdout[-8000:]]
+    pods = kubectl("-n", namespace, "get", "pods", "-o", "name", check=False).stdout.split()
+    for pod in pods:
+        logs = kubectl("-n", namespace, "logs", pod, "--all-containers", "--tail=40", check=False)
+        parts.append(f"---- {pod}\n{logs.stdout}{logs.stderr}")
+    return "\n".join(parts)
+
+
+def install(run: Run) -> float:
+    """`helm install --wait` with the test values; returns seconds until every resource was ready."""
+    repository, tag = _image()
+    argv = [str(_helm(run)), "upgrade", "--install", run.release, str(CHART), "--namespace", run.namespace,
+            "--create-namespace", *[a for v in VALUES for a in ("-f", str(ROOT / v))],
+            "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--wait", "--timeout", "10m"]
+    began = time.monotonic()
+    with step(f"{run.helm}: helm install --wait {run.release} -n {run.namespace}"):
+        result = subprocess.run(argv, env=_environment(run), capture_output=True, text=True)
+        if result.returncode != 0:
+            print(result.stdout + result.stderr, diagnostics(run.namespace), sep="\n", file=sys.stderr)
+            raise SystemExit(f"{run.helm} install failed ({result.returncode})")
+    took = time.monotonic() - began
+    say(f"{run.helm}: every resource of {run.release} ready {took:.0f} s after `helm install`")
+    return took
+
+
+def run_tests(run: Run, extra: list[str]) -> int:
+    argv = [sys.executable, "-m", "pytest", "k8s-tests", "-v", "-rs", "-p", "no:cacheprovider"]
+    if run.markers:
+        argv += ["-m", run.markers]
+    with step(f"{run.helm}: k8s-tests{f' -m {run.markers!r}' if run.markers else ''}"):
+        code = subprocess.run([*argv, *extra], env=_environment(run), cwd=ROOT).returncode
+    if code != 0:
+        print(diagnostics(run.namespace), file=sys.stderr)
+    return code
+
+
+def cleanup(run: Run) -> None:
+    subprocess.run([str(_helm(run)), "uninstall", run.release, "--namespace", run.namespace, "--wait"],
+                   env=_environment(run), capture_output=True)
+    kubectl("delete", "namespace", run.namespace, "--ignore-not-found", "--wait=true", check=False, timeout=300)
+
+
+def main(extra: list[str]) -> int:
+    if not READY_MARKER.exists():
+        print("no local cluster: run `make cluster-up` first", file=sys.stderr)
+        return 2
+    failures = 0
+    for run in RUNS:
+        install(run)
+        code = run_tests(run, extra)
+        failures += code != 0
+        cleanup(run)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
