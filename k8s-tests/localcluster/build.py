@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import stat
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +19,7 @@ from pathlib import Path
 from localcluster import versions
 from localcluster.paths import CACHE
 from localcluster.progress import heartbeat, step
+from tests.support.gomodules import go_build, module_source, rewrite_local_replaces, writable_copy
 
 
 @dataclass(frozen=True)
@@ -117,57 +115,6 @@ def by_name(name: str) -> GoComponent:
     raise KeyError(name)
 
 
-def _go_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # -mod=mod: go.sum of the copy is completed from the proxy (checked against the checksum database).
-    env.update(GOFLAGS="-mod=mod", GOWORK="off", CGO_ENABLED="0", GOTOOLCHAIN="local")
-    return env
-
-
-def module_source(module: str, version: str) -> Path:
-    """The module's directory in the Go module cache (downloaded if needed)."""
-    out = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], env=_go_env(),
-                         capture_output=True, text=True)
-    info = json.loads(out.stdout or "{}")
-    if out.returncode != 0 or "Dir" not in info:
-        raise RuntimeError(f"go mod download {module}@{version} failed: {info.get('Error') or out.stderr.strip()}")
-    return Path(info["Dir"])
-
-
-def _writable_copy(source: Path, target: Path) -> None:
-    """The module cache is read-only; the build needs a go.mod it may edit."""
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target, symlinks=True)
-    for root, dirs, files in os.walk(target):
-        for name in dirs + files:
-            path = Path(root, name)
-            if not path.is_symlink():
-                path.chmod(path.stat().st_mode | stat.S_IWUSR)
-    (target / "go.work").unlink(missing_ok=True)
-    (target / "go.work.sum").unlink(missing_ok=True)
-
-
-def rewrite_local_replaces(module_dir: Path, version: str) -> list[str]:
-    """Point every `replace X => ./local/path` at the published X@version; returns the rewritten paths."""
-    described = json.loads(subprocess.run(["go", "mod", "edit", "-json"], cwd=module_dir, env=_go_env(),
-                                          check=True, capture_output=True, text=True).stdout)
-    required = {require["Path"] for require in described.get("Require") or []}
-    edits, rewritten = [], []
-    for replace in described.get("Replace") or []:
-        new_path = replace["New"]["Path"]
-        if new_path.startswith("."):
-            old = replace["Old"]["Path"]
-            if old not in required:  # a guard (etcd's `=> ./FORBIDDEN_DEPENDENCY`), not a dependency
-                edits.append(f"-dropreplace={old}")
-                continue
-            edits.append(f"-replace={old}={old}@{version}")
-            rewritten.append(old)
-    if edits:
-        subprocess.run(["go", "mod", "edit", *edits], cwd=module_dir, env=_go_env(), check=True)
-    return rewritten
-
-
 def build(component: GoComponent, *, force: bool = False) -> Path:
     """Build the component's commands into CACHE/bin/<name>/ unless its stamp says they are there."""
     stamp = component.bin_dir / ".stamp"
@@ -178,26 +125,24 @@ def build(component: GoComponent, *, force: bool = False) -> Path:
     label = f"{component.name} {component.version} ({', '.join(component.commands.values())})"
     with step(f"go build {label}"):
         source = module_source(component.module, component.version)
-        work = CACHE / "src" / f"{component.name}-{component.version}"
-        _writable_copy(source, work)
+        work = writable_copy(source, CACHE / "src" / f"{component.name}-{component.version}")
         if component.local_replace_version:
             rewrite_local_replaces(work, component.local_replace_version)
         out_dir = CACHE / "build" / component.name
         shutil.rmtree(out_dir, ignore_errors=True)
         out_dir.mkdir(parents=True)
-        ldflags = " ".join(("-s", "-w", *component.ldflags))
-        argv = ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", f"{out_dir}/", *component.commands]
-        if len(component.commands) == 1:
-            argv[argv.index(f"{out_dir}/")] = str(out_dir / next(iter(component.commands.values())))
-        env = _go_env() | component.env
+        single = len(component.commands) == 1
+        output = str(out_dir / next(iter(component.commands.values()))) if single else f"{out_dir}/"
         with heartbeat(f"  compiling {component.name}", every=30.0):
-            result = subprocess.run(argv, cwd=work / component.workdir, env=env, capture_output=True, text=True)
+            result = go_build(work / component.workdir, list(component.commands), output,
+                              ldflags=" ".join(("-s", "-w", *component.ldflags)),
+                              env={"CGO_ENABLED": "0", **component.env})
         if result.returncode != 0:
             sys.stderr.write(result.stdout + result.stderr)
             raise RuntimeError(f"go build of {label} failed (exit {result.returncode})")
         component.bin_dir.mkdir(parents=True, exist_ok=True)
         for package, name in component.commands.items():
-            built = out_dir / (name if len(component.commands) == 1 else Path(package).name)
+            built = out_dir / (name if single else Path(package).name)
             shutil.move(built, component.binary(name))
         shutil.rmtree(out_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)  # the Go build cache keeps what a rebuild needs

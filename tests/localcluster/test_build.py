@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from localcluster import build, versions
+from tests.support.gomodules import rewrite_local_replaces
 
 
 def test_every_component_is_pinned_in_versions_env() -> None:
@@ -39,7 +40,7 @@ def test_local_replaces_are_rewritten_and_guards_dropped(tmp_path: Path) -> None
         "replace example.com/api/v3 => ../api\n\n"
         "replace example.com/forbidden => ./FORBIDDEN_DEPENDENCY\n"
     )
-    rewritten = build.rewrite_local_replaces(tmp_path, "v3.6.16")
+    rewritten = rewrite_local_replaces(tmp_path, "v3.6.16")
     assert rewritten == ["example.com/api/v3"]
     mod = subprocess.run(["go", "mod", "edit", "-json"], cwd=tmp_path, capture_output=True, text=True,
                          check=True).stdout

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -180,20 +179,20 @@ def _install_go_tool(tool: Tool, dest: Path) -> Path:
 
 def _install_go_tool_with_replaces(tool: Tool, dest: Path) -> Path:
     """Build a main package whose go.mod has ``replace`` directives (tilt): `go install pkg@version`
-    refuses those, so download the verified module, build it as the main module in a scratch copy
-    with ``-mod=mod`` (its replaces apply; its vendor/ holds only modules.txt in the module zip)."""
-    module = GO_PACKAGES[tool.name].split("/cmd/")[0]
-    package = "./cmd/" + GO_PACKAGES[tool.name].split("/cmd/")[1]
-    info = json.loads(_go("mod", "download", "-json", f"{module}@{tool.version}", what=tool.name))
-    if info.get("Error") or not info.get("Dir"):
-        raise ToolError(f"{tool.name}: go mod download {module}@{tool.version}: {info.get('Error')}")
+    refuses those, so the verified module is built as the main module in a scratch copy
+    (tests.support.gomodules; its vendor/ holds only modules.txt in the module zip)."""
+    from tests.support.gomodules import GoModuleError, go_build, module_source, writable_copy
+
+    module, command = GO_PACKAGES[tool.name].split("/cmd/")
+    try:
+        source = module_source(module, tool.version)
+    except GoModuleError as error:
+        raise ToolError(f"{tool.name}: {error}") from error
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "src"
-        shutil.copytree(info["Dir"], source, ignore=shutil.ignore_patterns("node_modules", "vendor"))
-        for path in [source, *source.rglob("*")]:
-            path.chmod(path.stat().st_mode | 0o200)  # the module cache is read-only
-        _go("build", "-mod=mod", "-trimpath", "-o", str(dest / tool.executable), package,
-            what=tool.name, cwd=source)
+        work = writable_copy(source, Path(tmp) / "src", ignore=("node_modules", "vendor"))
+        done = go_build(work, [f"./cmd/{command}"], str(dest / tool.executable))
+        if done.returncode != 0:
+            raise ToolError(f"{tool.name}: go build failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return dest / tool.executable
 
 
