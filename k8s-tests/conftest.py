@@ -24,13 +24,16 @@ from k8s_support.release import ClusterReader, Release, service_port
 HERE = Path(__file__).resolve().parent
 PROBE_KEY = pytest.StashKey[Probe]()
 
-#: Run order: plain checks first, then tests that change scale or kill pods, the upgrade last.
-ORDER_MARKERS = ("disruptive", "upgrade")
+#: Run order: plain checks first, then tests that change scale or kill pods, then the upgrades, and
+#: `helm uninstall` at the very end (nothing can run against the release after it).
+ORDER_MARKERS = ("disruptive", "upgrade", "uninstall")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "disruptive: scales pools or deletes pods (runs after the others)")
-    config.addinivalue_line("markers", "upgrade: helm upgrade + helm test (runs last)")
+    config.addinivalue_line("markers", "upgrade: helm upgrade + helm test (runs after the disruptive tests)")
+    config.addinivalue_line("markers", "uninstall: helm uninstall, the end of the suite (runs last; also marked "
+                                       "upgrade, so `-m 'not upgrade'` keeps the release)")
 
 
 def _ours(item: pytest.Item) -> bool:
@@ -56,11 +59,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
         return
 
-    def rank(item: pytest.Item) -> int:
-        for position, marker in enumerate(ORDER_MARKERS, start=1):
-            if item.get_closest_marker(marker):
-                return position
-        return 0
+    def rank(item: pytest.Item) -> int:  # the latest of its markers
+        return max((p for p, marker in enumerate(ORDER_MARKERS, start=1) if item.get_closest_marker(marker)),
+                   default=0)
 
     ordered = sorted(ours, key=rank)  # stable: file and definition order within a rank
     slots = iter(ordered)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import requests
 
 from apps.main.queues import QUEUES, task_name
 from k8s_support import metrics
 from k8s_support.api import TaskApi, host_of_worker, pool_of_worker
+from k8s_support.keda import scaled_objects, warm_pools
 from k8s_support.portforward import PortForward
-from k8s_support.release import ClusterReader, service_port
+from k8s_support.release import ClusterReader, Release, service_port
 from k8s_support.samples import arguments_for
-from k8s_support.workloads import container_port
+from k8s_support.workloads import container_port, pool_queues
 
 
 def test_worker_metrics_count_the_task_it_ran(
@@ -33,8 +35,12 @@ def test_worker_metrics_count_the_task_it_ran(
 
 
 def test_exporter_reports_every_queue_and_its_workers(
-    reader: ClusterReader, forward: Callable[[str, int], PortForward]
+    reader: ClusterReader, release: Release, custom: Any, forward: Callable[[str, int], PortForward]
 ) -> None:
+    """Every queue has a backlog gauge; every queue of a pool that keeps a replica has a worker online
+    (a scale-to-zero pool rightly has none while idle)."""
+    pools = pool_queues(reader.deployments("worker"))
+    warm_queues = {q for pool in warm_pools(pools, scaled_objects(custom, release)) for q in pools[pool]}
     service = reader.service("exporter")
     url = forward(f"svc/{service.metadata.name}", service_port(service, "metrics")).url
     samples = metrics.parse(requests.get(f"{url}/metrics", timeout=30).text)
@@ -42,5 +48,7 @@ def test_exporter_reports_every_queue_and_its_workers(
     assert metrics.total(samples, "celery_broker_up") == 1
     for queue in QUEUES:
         assert metrics.matching(samples, "celery_queue_length", queue_name=queue), f"no celery_queue_length{{{queue}}}"
+        assert metrics.matching(samples, "celery_workers_online", queue_name=queue), f"no workers_online{{{queue}}}"
         online = metrics.total(samples, "celery_workers_online", queue_name=queue)
-        assert online >= 1, f"exporter sees {online:g} workers on {queue}"
+        if queue in warm_queues:
+            assert online >= 1, f"exporter sees {online:g} workers on {queue}"

@@ -16,13 +16,12 @@ import requests
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
-from apps.main.queues import queue_for
 from k8s_support.api import TaskApi, host_of_worker, pool_of_worker
+from k8s_support.bursts import assert_burst_in_progress, burst_pool, submit_burst
 from k8s_support.processes import kill_pool_children_script
 from k8s_support.release import ClusterReader
-from k8s_support.samples import BURST_ENV, BURST_TASK, burst_arguments, burst_size, drain_budget
+from k8s_support.samples import BURST_TASK, drain_budget
 from k8s_support.waiting import wait_for
-from k8s_support.workloads import pool_for_queue, pool_queues
 
 #: Runs in the worker container: SIGKILL every prefork child of the Celery main process (not of tini,
 #: PID 1), as the kernel's OOM killer would. The main process then sees WorkerLostError and requeues the task.
@@ -30,19 +29,6 @@ KILL_POOL_CHILDREN = kill_pool_children_script()
 
 #: Burst tasks looked at to find a pod working on the burst: the first submitted run first.
 HEAD = 20
-#: Burst tasks looked at right after the disruption: the last submitted, so the last to run.
-TAIL = 20
-
-
-def burst_pool(reader: ClusterReader) -> str:
-    return pool_for_queue(pool_queues(reader.deployments("worker")), queue_for(BURST_TASK))
-
-
-def submit_burst(task_api: TaskApi) -> list[str]:
-    size = burst_size()
-    ids = task_api.submit_many(BURST_TASK, burst_arguments, size)
-    print(f"submitted {size} {BURST_TASK} tasks")
-    return ids
 
 
 def pod_working_on(task_api: TaskApi, ids: list[str], pool: str, dump: Callable[[], str]) -> str:
@@ -60,16 +46,6 @@ def pod_working_on(task_api: TaskApi, ids: list[str], pool: str, dump: Callable[
     return wait_for(find, timeout=180, interval=0.5, diagnostics=dump,
                     retry_on=(requests.ConnectionError, requests.Timeout),
                     description=f"one of the first {HEAD} burst tasks to be STARTED or done on a pod of {pool}")
-
-
-def assert_burst_in_progress(task_api: TaskApi, ids: list[str], disruption: str) -> None:
-    """Some of the last tasks of the burst are not done right after ``disruption``: it hit a live burst."""
-    unfinished = [task_id for task_id in ids[-TAIL:] if task_api.status(task_id)["state"] != "SUCCESS"]
-    assert unfinished, (
-        f"all of the last {TAIL} of {len(ids)} burst tasks were already SUCCESS right after {disruption}: the "
-        f"burst was over before the disruption, so this run proves nothing; raise {BURST_ENV} (now {len(ids)})"
-    )
-    print(f"right after {disruption}: {len(unfinished)} of the last {TAIL} burst tasks not done yet")
 
 
 @pytest.mark.disruptive

@@ -86,7 +86,7 @@ flower: ## Port-forward Flower to localhost and print its login (read from the r
 LOCAL_CLUSTER = PYTHONPATH=k8s-tests:. $(UV) run --frozen python -m localcluster
 CLUSTER_TEST_ARGS ?=
 
-.PHONY: cluster-up cluster-test cluster-down cluster-status
+.PHONY: cluster-up cluster-test cluster-down cluster-status cluster-bench
 
 cluster-up: bootstrap ## Build (cached) and start the local cluster with CoreDNS, metrics-server and KEDA
 	$(LOCAL_CLUSTER) up
@@ -99,3 +99,6 @@ cluster-down: bootstrap ## Stop the local cluster and remove its processes, moun
 
 cluster-status: bootstrap ## What of the local cluster runs, and what cluster-down would remove
 	$(LOCAL_CLUSTER) status
+
+cluster-bench: bootstrap ## KEDA's reaction to a burst and drain time autoscaled vs one replica (the installed release)
+	KUBECONFIG=$${KUBECONFIG:-/var/lib/celery-stack-cluster/kubeconfig} $(UV) run --frozen python k8s-tests/bench_autoscaling.py

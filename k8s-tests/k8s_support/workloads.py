@@ -105,3 +105,23 @@ def list_length_target(scaled_object: dict[str, Any]) -> int:
     if modifiers and modifiers.get("target"):
         return int(float(modifiers["target"]))
     return int(spec["triggers"][0]["metadata"]["listLength"])
+
+
+def burst_spillover(
+    before: dict[str, int], now: dict[str, int], target: str, floors: dict[str, int]
+) -> dict[str, tuple[int, int]]:
+    """Pools other than ``target`` whose replicas moved while only ``target``'s queue had a burst.
+
+    ``floors`` is each pool's minReplicaCount. A scale-to-zero pool (floor 0) may move between 0 and 1
+    on its own schedule (beat sends it a task, its cooldown ends): that is not the burst's doing. Any
+    other move, or a scale-to-zero pool above 1, is: pool -> (replicas before, replicas now).
+    """
+    moved = {}
+    for pool, old in before.items():
+        if pool == target:
+            continue
+        new = now.get(pool, 0)
+        idle_wake = floors.get(pool, 1) == 0 and old <= 1 and new <= 1
+        if new != old and not idle_wake:
+            moved[pool] = (old, new)
+    return moved

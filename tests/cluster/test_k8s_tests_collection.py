@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,9 @@ def test_collects_every_scenario_without_error(dead_kubeconfig: Path) -> None:
     ids = [line for line in done.stdout.splitlines() if "::" in line]
     files = {Path(i.split("::")[0]).name for i in ids}  # ids are relative to k8s-tests/ (its pytest.ini)
     assert files == {f"test_{n}.py" for n in
-                     ("release", "tasks", "beat", "flower", "metrics", "autoscaling", "worker_loss", "upgrade")}
+                     ("release", "tasks", "beat", "flower", "metrics", "autoscaling", "worker_loss", "upgrade",
+                      "keda", "logs", "migrations", "scale_to_zero", "redis_restart", "scale_down", "uninstall",
+                      "network_policy")}
     assert sum("test_task_succeeds_on_its_queues_pool[" in i for i in ids) == 7
 
 
@@ -45,3 +48,35 @@ def test_required_cluster_missing_is_an_error_not_a_skip(dead_kubeconfig: Path) 
     done = run_k8s_tests(dead_kubeconfig, "-q", K8S_TESTS_REQUIRED="1")
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
     assert "K8S_TESTS_REQUIRED=1 but no Kubernetes cluster reachable" in done.stdout + done.stderr
+
+
+def test_with_a_cluster_the_suite_ends_with_upgrades_then_uninstall(tmp_path: Path) -> None:
+    """Plain checks first, then the disruptive ones, the upgrades, and `helm uninstall` last; selections that
+    spare the release (`not upgrade`: Tilt's button, the docs' read-only run) leave the uninstall out."""
+    from tests.cluster.kubefake import fake_api
+
+    version = {"major": "1", "minor": "34", "gitVersion": "v1.34.4", "gitCommit": "0", "gitTreeState": "clean",
+               "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}
+    with fake_api({"/version/": version}) as api:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(textwrap.dedent(f"""
+            apiVersion: v1
+            kind: Config
+            clusters: [{{name: c, cluster: {{server: "{api.configuration.host}"}}}}]
+            users: [{{name: u, user: {{token: t}}}}]
+            contexts: [{{name: fake, context: {{cluster: c, user: u}}}}]
+            current-context: fake
+        """))
+        everything = run_k8s_tests(kubeconfig, "--collect-only", "-q")
+        spared = run_k8s_tests(kubeconfig, "--collect-only", "-q", "-m", "not disruptive and not upgrade")
+    assert everything.returncode == 0, everything.stdout + everything.stderr
+    ids = [line for line in everything.stdout.splitlines() if "::" in line]
+    files = [Path(i.split("::")[0]).stem.removeprefix("test_") for i in ids]
+    assert files[-1] == "uninstall", ids[-3:]
+    upgrades = [n for n, f in enumerate(files) if f == "upgrade" or "waits_for_a_database" in ids[n]]
+    disruptive = [n for n, f in enumerate(files) if f in ("autoscaling", "worker_loss", "scale_down", "redis_restart",
+                                                          "scale_to_zero")]
+    plain = [n for n, f in enumerate(files) if f in ("release", "tasks", "keda", "logs", "flower")]
+    assert max(plain) < min(disruptive) and max(disruptive) < min(upgrades) and max(upgrades) < len(ids) - 1
+    assert "uninstall" not in spared.stdout and "test_upgrade" not in spared.stdout
+    assert "test_keda.py" in spared.stdout

@@ -118,7 +118,7 @@ def test_pool_queues_read_off_the_worker_deployments(rendered: list[dict[str, An
 def test_scale_timings_of_the_kind_scaled_objects(rendered: list[dict[str, Any]]) -> None:
     values = yaml.safe_load(KIND_VALUES.read_text())["workerDefaults"]["autoscaling"]
     (scaled,) = [s for s in of_kind(rendered, "ScaledObject")
-                 if s["metadata"]["labels"]["celery-stack.io/pool"] == "low-priority"]
+                 if s["metadata"]["labels"]["celery-stack.io/pool"] == "high-priority"]
     timings = scale_timings(scaled)
     assert timings["min"] == values["minReplicas"] and timings["max"] == values["maxReplicas"]
     assert timings["polling"] == values["pollingInterval"] and timings["cooldown"] == values["cooldownPeriod"]

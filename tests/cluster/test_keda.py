@@ -1,0 +1,67 @@
+"""k8s_support.keda and friends on the chart's real ScaledObjects (kind + local-cluster values)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from k8s_support.broker import database_index, list_names, llen_command
+from k8s_support.keda import (
+    PAUSED_REPLICAS,
+    minimums,
+    paused_replicas_patch,
+    readiness_problem,
+    warm_pools,
+)
+from k8s_support.workloads import burst_spillover
+from tests.support.render import VALUES_EXAMPLES, render_chart
+
+
+@pytest.fixture(scope="module")
+def scaled() -> dict[str, dict[str, Any]]:
+    rendered = render_chart(values_files=[VALUES_EXAMPLES / "kind.yaml", VALUES_EXAMPLES / "local-cluster.yaml"],
+                            release="celery-stack", namespace="celery-stack")
+    return {m["metadata"]["labels"]["celery-stack.io/pool"]: m for m in rendered if m["kind"] == "ScaledObject"}
+
+
+def test_kind_values_keep_two_pools_warm_and_let_low_priority_sleep(scaled: dict[str, dict[str, Any]]) -> None:
+    assert minimums(scaled.values()) == {"high-priority": 1, "default": 1, "low-priority": 0}
+    assert warm_pools(["high-priority", "default", "low-priority", "fixed"], scaled.values()) == {
+        "high-priority", "default", "fixed"}  # a pool without a ScaledObject keeps its fixed replicas
+
+
+def test_readiness_problem_names_keda_reason() -> None:
+    def so(conditions: list[dict[str, str]] | None) -> dict[str, Any]:
+        return {"metadata": {"name": "rel-worker-default"}, "status": {"conditions": conditions} if conditions else {}}
+
+    assert readiness_problem(so(None)) == "rel-worker-default: no Ready condition yet"
+    failed = so([{"type": "Ready", "status": "False", "reason": "ScaledObjectCheckFailed",
+                  "message": "connection to redis failed: dial tcp: lookup rel-redis: no such host"}])
+    assert readiness_problem(failed) == ("rel-worker-default: Ready=False (ScaledObjectCheckFailed: connection to "
+                                         "redis failed: dial tcp: lookup rel-redis: no such host)")
+    assert readiness_problem(so([{"type": "Active", "status": "False"}, {"type": "Ready", "status": "True"}])) is None
+
+
+def test_paused_replicas_patch_sets_and_removes_the_annotation() -> None:
+    assert paused_replicas_patch(0) == {"metadata": {"annotations": {PAUSED_REPLICAS: "0"}}}
+    assert paused_replicas_patch(None) == {"metadata": {"annotations": {PAUSED_REPLICAS: None}}}
+
+
+def test_broker_counts_the_keys_keda_reads(scaled: dict[str, dict[str, Any]]) -> None:
+    keys = list_names(scaled["high-priority"])
+    assert keys == ["high_priority", "high_priority\x06\x163", "high_priority\x06\x166", "high_priority\x06\x169"]
+    assert database_index(scaled["high-priority"]) == 0
+    argv = llen_command(keys, 0, 6379)
+    assert argv[:8] == ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "-n", "0", "--raw"]
+    assert argv[8] == "EVAL" and argv[10:] == ["4", *keys]
+
+
+def test_burst_spillover_allows_a_sleeping_pool_its_own_wake_ups() -> None:
+    floors = {"high-priority": 1, "default": 1, "low-priority": 0}
+    before = {"high-priority": 1, "default": 1, "low-priority": 1}
+    assert burst_spillover(before, {"high-priority": 3, "default": 1, "low-priority": 0}, "high-priority", floors) == {}
+    assert burst_spillover(before, {"high-priority": 3, "default": 2, "low-priority": 1}, "high-priority",
+                           floors) == {"default": (1, 2)}
+    assert burst_spillover(before, {"high-priority": 3, "default": 1, "low-priority": 2}, "high-priority",
+                           floors) == {"low-priority": (1, 2)}
