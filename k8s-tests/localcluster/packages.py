@@ -14,7 +14,7 @@ COMMANDS = {
     "ctr": "containerd",
     "runc": "runc",
     "/usr/lib/cni/bridge": "containernetworking-plugins",
-    "/usr/bin/dockerd": "docker.io",
+    "/usr/sbin/dockerd": "docker.io",
     "mmdebstrap": "mmdebstrap",
     "iptables": "iptables",
     "conntrack": "conntrack",  # kube-proxy clears stale UDP entries with it
@@ -27,7 +27,7 @@ COMMANDS = {
 
 
 def _present(command: str) -> bool:
-    return os.access(command, os.X_OK) if command.startswith("/") else shutil.which(command) is not None
+    return os.path.exists(command) if command.startswith("/") else shutil.which(command) is not None
 
 
 def missing() -> list[str]:
