@@ -31,8 +31,8 @@ test-celery: bootstrap ## Enqueue one task of each kind on the running `make up`
 check-stack: bootstrap ## Verification checklist against the running `make up` stack
 	cd app && $(UV) run --frozen python test_celery_setup.py
 
-bench: bootstrap ## Throughput / latency / memory of a worker pool at concurrency 1,2,4 (prints figures, writes bench.png)
-	$(UV) run --frozen python -m tests.benchmarks.throughput --tasks 1000 --concurrency 1,2,4 --plot logs/bench.png
+bench: bootstrap ## Throughput, latency, memory: raw Redis to the API, one run (~10 min); writes bench/results/, docs/benchmarks.md
+	$(UV) run --frozen python -m tests.benchmarks
 
 faults: bootstrap ## Every fault (poison, worker loss, broker/database restart) on real servers; prints sent/succeeded/lost
 	$(UV) run --frozen python -m tests.faults --tasks 500

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from apps.main.queues import WorkerPool
 from embedded.supervisor import Supervisor, python_env
 from tests.support.timeouts import scaled
 
@@ -78,15 +79,18 @@ WorkerFactory = Callable[..., str]
 
 
 def start_worker(
-    supervisor: Supervisor, queues: list[str], *, name: str, concurrency: int = 2,
+    supervisor: Supervisor, queues: list[str] | WorkerPool, *, name: str, concurrency: int = 2,
     extra_env: dict[str, str] | None = None, pool: str = "prefork",
 ) -> str:
-    """A real ``celery worker`` (the chart's command line) answering pings; returns its node name."""
+    """A real ``celery worker`` (the chart's command line) answering pings; returns its node name.
+
+    ``queues`` is a list (a pool with the default prefetch and events) or a whole ``WorkerPool``."""
+    spec = queues if isinstance(queues, WorkerPool) else WorkerPool(tuple(queues), concurrency)
     extra_args = ("--pool", pool) if pool != "prefork" else ()
     # Several workers on one host: each serves its metrics on a port of its own (0: the OS picks).
     extra_env = {"METRICS_PORT": "0", **(extra_env or {})}
-    return supervisor.start_worker(name, tuple(queues), concurrency=concurrency, timeout=LIVE_READY_TIMEOUT,
-                                   extra_args=extra_args, extra_env=extra_env)
+    return supervisor.start_worker(name, spec, timeout=LIVE_READY_TIMEOUT, extra_args=extra_args,
+                                   extra_env=extra_env)
 
 
 @pytest.fixture
@@ -111,8 +115,7 @@ def stack_workers(live_env: dict[str, str], process_logs: Path) -> Iterator[dict
 
     supervisor = Supervisor(log_dir=process_logs, env=live_env)
     try:
-        nodes = {name: start_worker(supervisor, list(pool.queues), name=name, concurrency=pool.concurrency)
-                 for name, pool in WORKER_POOLS.items()}
+        nodes = {name: start_worker(supervisor, pool, name=name) for name, pool in WORKER_POOLS.items()}
         yield nodes
     finally:
         supervisor.stop_all()

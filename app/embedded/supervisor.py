@@ -8,9 +8,13 @@ import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embedded.network import Abort, wait_until
 from embedded.process import detach_from_terminal, stop_process, tail
+
+if TYPE_CHECKING:
+    from apps.main.queues import WorkerPool
 
 APP_DIR = Path(__file__).resolve().parent.parent
 
@@ -54,19 +58,18 @@ class Supervisor:
         for child in reversed(list(self.children)):
             self.stop(child, timeout)
 
-    def start_worker(self, name: str, queues: tuple[str, ...], *, concurrency: int, timeout: float = 60,
+    def start_worker(self, name: str, pool: WorkerPool, *, timeout: float = 60,
                      extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None,
                      loglevel: str = "INFO") -> str:
-        """Start ``celery worker`` with the chart's command line and wait until it answers a ping.
+        """Start ``celery worker`` with the chart's command line for ``pool`` and wait until it answers a ping.
 
         Returns the node name (``<name>@<host>``); a worker that exits while starting fails at once.
         Needs Django set up in this process (the ping goes through the app's broker).
         """
-        from apps.main.queues import WorkerPool
         from portfolio_site import commands
         from portfolio_site.celery import app
 
-        argv = [*commands.worker(name, WorkerPool(queues, concurrency), loglevel=loglevel), *extra_args]
+        argv = [*commands.worker(name, pool, loglevel=loglevel), *extra_args]
         child = self.spawn(f"worker-{name}", argv, extra_env=extra_env)
         node = f"{name}@{socket.gethostname()}"
 

@@ -14,6 +14,8 @@ def worker(pool_name: str, pool: WorkerPool, *, loglevel: str = "INFO") -> list[
         "-Q", ",".join(pool.queues),
         "-n", f"{pool_name}@%h",
         "--concurrency", str(pool.concurrency),
+        "--prefetch-multiplier", str(pool.prefetch_multiplier),
+        *(["--task-events"] if pool.task_events else []),
         "--loglevel", loglevel,
     ]
 

@@ -45,8 +45,11 @@ LOCAL_STACK_DIR = "LOCAL_STACK_DIR"
 #: Beat's Redis lease: seconds a lease lives without renewal.
 BEAT_LEASE_TTL = "BEAT_LEASE_TTL"
 
-#: Seconds before Redis redelivers an unacknowledged message; default derived in settings (900).
+#: Seconds before Redis redelivers an unacknowledged message; default derived in settings.
 VISIBILITY_TIMEOUT = "CELERY_VISIBILITY_TIMEOUT"
+#: The largest --prefetch-multiplier of the pools sharing the broker (the chart computes it from its
+#: pools); the derived visibility timeout covers it.
+PREFETCH_MULTIPLIER_MAX = "WORKER_PREFETCH_MULTIPLIER_MAX"
 #: Poison-message guard of the workers (apps.main.delivery).
 TASK_MAX_ARGUMENT_DEPTH = "TASK_MAX_ARGUMENT_DEPTH"
 TASK_MAX_DELIVERIES = "TASK_MAX_DELIVERIES"

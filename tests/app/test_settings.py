@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 
-from apps.main.queues import DEFAULT_QUEUE, TASK_ROUTES
+from apps.main.queues import DEFAULT_QUEUE, TASK_ROUTES, WORKER_POOLS
 from embedded.supervisor import python_env
 from portfolio_site import environment as env_names
 from tests.app.procs import APP_DIR, manage
 
 PRODUCTION = "portfolio_site.settings.production"
+#: The tasks that run for seconds: their STARTED state is stored.
+LONG_TASKS = {"update_analytics", "cleanup_temp_files", "generate_reports", "backup_data"}
 REQUIRED = (env_names.REDIS_URL, env_names.DATABASE_URL, env_names.SECRET_KEY)
 
 
@@ -84,6 +86,7 @@ from portfolio_site.celery import app
 conf = app.conf
 keys = '''accept_content task_serializer result_serializer event_serializer timezone enable_utc beat_scheduler
 task_routes task_default_queue worker_concurrency worker_prefetch_multiplier worker_max_tasks_per_child
+worker_max_memory_per_child
 task_soft_time_limit task_time_limit result_expires task_acks_late task_reject_on_worker_lost
 broker_transport_options broker_connection_retry_on_startup broker_pool_limit worker_send_task_events
 task_send_sent_event task_track_started result_backend task_default_max_retries task_default_retry_delay
@@ -92,6 +95,8 @@ out = {key: conf[key] for key in keys}
 out["broker_url_scheme"] = conf.broker_url.split(":", 1)[0]
 out["scheduler_is_database_scheduler"] = issubclass(symbol_by_name(conf.beat_scheduler), DatabaseScheduler)
 out["RETRY_BACKOFF_MAX"] = settings.RETRY_BACKOFF_MAX
+out["PREFETCH_MULTIPLIER_MAX"] = settings.PREFETCH_MULTIPLIER_MAX
+out["db_reuse_max"] = conf.get("CELERY_DB_REUSE_MAX")
 out["CONN_MAX_AGE"] = settings.DATABASES["default"]["CONN_MAX_AGE"]
 out["DEBUG"] = settings.DEBUG
 # What each registered task really runs with, after Celery bound it to this configuration.
@@ -131,14 +136,17 @@ def test_scheduler_routes_and_queues(loaded_conf: dict[str, Any]) -> None:
 def test_worker_limits_and_retries(loaded_conf: dict[str, Any]) -> None:
     assert loaded_conf["worker_concurrency"] == 4
     assert loaded_conf["worker_prefetch_multiplier"] == 1
-    assert loaded_conf["worker_max_tasks_per_child"] == 1000
+    # Recycled by memory (about twice a fresh pool process's ~100 MiB), and after 10,000 tasks at the latest.
+    assert (loaded_conf["worker_max_tasks_per_child"], loaded_conf["worker_max_memory_per_child"]) == (10_000, 204_800)
     assert (loaded_conf["task_soft_time_limit"], loaded_conf["task_time_limit"]) == (60, 120)
     assert (loaded_conf["task_default_max_retries"], loaded_conf["task_default_retry_delay"]) == (3, 60)
     assert loaded_conf["default_policy"] == [3, 60]  # what a task without its own policy really gets
     assert loaded_conf["result_expires"] == 3600
     assert loaded_conf["result_backend"] == "apps.main.results_backend:ResilientDatabaseBackend"
     for short, task in loaded_conf["tasks"].items():
-        assert (task["acks_late"], task["reject_on_worker_lost"], task["track_started"]) == (True, True, True), short
+        assert (task["acks_late"], task["reject_on_worker_lost"]) == (True, True), short
+        # STARTED rows only for the tasks that run for seconds (one more write each).
+        assert task["track_started"] is (short in LONG_TASKS), short
         assert (task["soft_time_limit"], task["time_limit"]) == (60, 120), short
 
 
@@ -149,13 +157,17 @@ def test_broker_reliability(loaded_conf: dict[str, Any]) -> None:
     # An unacknowledged message is redelivered after this: it must outlast every countdown and run.
     assert visibility > loaded_conf["RETRY_BACKOFF_MAX"] and visibility > loaded_conf["task_time_limit"]
     # ... and no longer than that: it is how long a hard-killed worker's reservations wait (15 min, not 6 h).
-    prefetched = loaded_conf["worker_prefetch_multiplier"] + 1
+    # Behind a message wait at most the pool's multiplier x its concurrency reservations, the largest of any pool.
+    assert loaded_conf["PREFETCH_MULTIPLIER_MAX"] == max(p.prefetch_multiplier for p in WORKER_POOLS.values())
+    prefetched = loaded_conf["PREFETCH_MULTIPLIER_MAX"] + 1
     assert visibility == loaded_conf["RETRY_BACKOFF_MAX"] + prefetched * loaded_conf["task_time_limit"] + 60 == 900
     options = loaded_conf["broker_transport_options"]
     assert (options["unacked_restore_interval"], options["unacked_restore_throttle"]) == (10, 1)
     assert loaded_conf["broker_connection_retry_on_startup"] is True
     assert isinstance(loaded_conf["broker_pool_limit"], int) and 0 < loaded_conf["broker_pool_limit"] <= 100
-    assert (loaded_conf["worker_send_task_events"], loaded_conf["task_send_sent_event"]) == (True, True)
-    assert loaded_conf["task_track_started"] is True
-    assert loaded_conf["CONN_MAX_AGE"] > 0
+    # Task events are each pool's choice on its command line (--task-events); publishers send task-sent.
+    assert (loaded_conf["worker_send_task_events"], loaded_conf["task_send_sent_event"]) == (False, True)
+    assert loaded_conf["task_track_started"] is False
+    # Connections live across tasks (CONN_MAX_AGE, health-checked): Celery's fixup must never close them.
+    assert loaded_conf["CONN_MAX_AGE"] > 0 and loaded_conf["db_reuse_max"] >= 2**62
     assert loaded_conf["DEBUG"] is False

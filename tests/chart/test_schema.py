@@ -19,6 +19,8 @@ CASES = [
     ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
     ({"web": {"service": {"port": 70000}}}, "port"),
     ({"workers": {"Bad_Name": {"queues": ["default"], "concurrency": 1}}}, "Bad_Name"),
+    ({"workers": {"default": {"prefetchMultiplier": 0}}}, "prefetchMultiplier"),
+    ({"workerDefaults": {"taskEvents": "yes"}}, "taskEvents"),
     ({"app": {"env": {"DB_PASSWORD": "x"}}}, "DB_PASSWORD"),
     ({"monitoring": {"alerts": {"queueBacklogFor": "ten minutes"}}}, "queueBacklogFor"),
     ({"monitoring": {"serviceMonitr": {"enabled": True}}}, "serviceMonitr"),

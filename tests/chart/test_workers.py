@@ -32,6 +32,22 @@ def test_custom_pool_serving_two_queues() -> None:
     assert container["args"] == commands.worker("mixed", WorkerPool(("default", "low_priority"), 3))
 
 
+def test_prefetch_and_task_events_are_per_pool_and_the_visibility_timeout_covers_the_largest() -> None:
+    manifests = render_chart({"workerDefaults": {"taskEvents": False},
+                              "workers": {"default": {"prefetchMultiplier": 8, "taskEvents": True}}})
+    pools = workers(manifests)
+    for name, pool in WORKER_POOLS.items():
+        expected = WorkerPool(pool.queues, pool.concurrency, prefetch_multiplier=8 if name == "default" else
+                              pool.prefetch_multiplier, task_events=name == "default")
+        assert pools[name]["spec"]["template"]["spec"]["containers"][0]["args"] == commands.worker(name, expected)
+    config = one(manifests, "ConfigMap", "rel-celery-stack-config")["data"]
+    assert config["WORKER_PREFETCH_MULTIPLIER_MAX"] == "8"
+    # The default pools' largest multiplier is the app's own (apps.main.queues), which settings assume.
+    default_config = one(render_chart(), "ConfigMap", "rel-celery-stack-config")["data"]
+    assert int(default_config["WORKER_PREFETCH_MULTIPLIER_MAX"]) == max(
+        p.prefetch_multiplier for p in WORKER_POOLS.values())
+
+
 def test_a_default_pool_can_be_removed() -> None:
     assert "low-priority" not in workers(render_chart({"workers": {"low-priority": None}}))
 

@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psutil
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "app") not in sys.path:
     sys.path.insert(0, str(ROOT / "app"))
 
-from apps.main.queues import HIGH_PRIORITY, WorkerPool, task_name  # noqa: E402
+from apps.main.queues import HIGH_PRIORITY, WORKER_POOLS, task_name  # noqa: E402
 from embedded import EmbeddedPostgres, EmbeddedValkey  # noqa: E402
 from embedded.network import Abort, free_port, wait_until  # noqa: E402
 from embedded.supervisor import APP_DIR, Child, Supervisor, python_env  # noqa: E402
@@ -128,7 +128,9 @@ class FaultStack:
 
     def start_worker(self, name: str, *, queues: tuple[str, ...] = (HIGH_PRIORITY,), concurrency: int = 2) -> Child:
         assert self.supervisor is not None
-        argv = commands.worker(name, WorkerPool(queues, concurrency), loglevel="WARNING")
+        # The high-priority pool as the chart runs it (its prefetch multiplier, task events), on these queues.
+        pool = replace(WORKER_POOLS["high-priority"], queues=queues, concurrency=concurrency)
+        argv = commands.worker(name, pool, loglevel="WARNING")
         child = self.supervisor.spawn(f"worker-{name}", argv, extra_env={"METRICS_PORT": str(free_port())})
         node = f"{name}@{socket.gethostname()}"
 

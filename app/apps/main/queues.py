@@ -63,6 +63,12 @@ class WorkerPool:
 
     queues: tuple[str, ...]
     concurrency: int
+    #: Messages reserved per pool process (``--prefetch-multiplier``). Above 1 a process never waits
+    #: for the broker between short tasks, but a reserved message waits behind the ones before it, and
+    #: the visibility timeout grows with it (settings: ``MIN_VISIBILITY_TIMEOUT``). docs/benchmarks.md.
+    prefetch_multiplier: int = 1
+    #: Task events (``--task-events``) for Flower: what they cost is in docs/benchmarks.md.
+    task_events: bool = True
 
 
 #: Pool name (a DNS label: the chart names Deployments after it) -> pool.
@@ -71,3 +77,6 @@ WORKER_POOLS: dict[str, WorkerPool] = {
     "default": WorkerPool(queues=(DEFAULT,), concurrency=4),
     "low-priority": WorkerPool(queues=(LOW_PRIORITY,), concurrency=2),
 }
+
+#: The largest prefetch multiplier of the default pools; the chart passes its own pools' largest.
+MAX_PREFETCH_MULTIPLIER = max(pool.prefetch_multiplier for pool in WORKER_POOLS.values())

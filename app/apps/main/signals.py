@@ -9,6 +9,7 @@ from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
 import apps.main.api.issued  # records every published task id (the status route's 404s)
+import apps.main.db_connections  # workers keep their database connections across tasks, checked before each
 import apps.main.metrics  # noqa: F401 — connects the Prometheus metrics' signal receivers in every process
 from apps.main.task_timing import task_timed
 

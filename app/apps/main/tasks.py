@@ -1,4 +1,10 @@
-"""The seven background tasks. Each does real work; routing lives in apps.main.queues."""
+"""The seven background tasks. Each does real work; routing lives in apps.main.queues.
+
+``track_started`` (a STARTED row written when the task starts: one more statement and commit) is on
+for the tasks that run for seconds, where a client polling the API wants to tell "running" from
+"queued"; the millisecond tasks go from PENDING to their final state. Runtimes are known either way
+(the final state carries ``date_started``, see ``results_backend``).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from apps.main.base_task import ReliableTask
 from apps.main.models import AnalyticsSnapshot, DeadLetter, Heartbeat, Notification, UserAction
 from apps.main.queues import task_name
 from apps.main.retry import PermanentError, TransientError
+from apps.main.single_statement import insert_if_absent
 
 CHANNELS = ("email", "webhook", "in_app")
 
@@ -38,29 +45,27 @@ def send_notification(
 ) -> dict[str, Any]:
     """Deliver a notification by email, webhook (HTTP POST) or as an in-app record.
 
-    ``notification_id`` (default: the task id, stable across retries) makes delivery idempotent:
-    a retry after a lost acknowledgement does not notify twice.
+    ``notification_id`` (default: the task id, stable across retries) makes it idempotent. An in-app
+    notification is one ``INSERT … ON CONFLICT DO NOTHING``: recorded exactly once, whatever the
+    deliveries. Email and webhook are sent only when no record of the id exists, and recorded after
+    the send: a redelivery after a lost acknowledgement sends nothing, but a crash between the send and
+    its record sends again (at least once; the webhook body carries the id for the receiver to dedupe).
     """
     if channel not in CHANNELS:
         raise PermanentError(f"unknown channel {channel!r}; expected one of {', '.join(CHANNELS)}")
     notification_id = notification_id or self.request.id or uuid.uuid4().hex
-    existing = Notification.objects.filter(notification_id=notification_id).first()
-    if existing is not None:
-        return {"notification_id": notification_id, "channel": existing.channel, "duplicate": True}
-
-    if channel == "email":
-        send_mail(subject or "Notification", message, settings.DEFAULT_FROM_EMAIL, [recipient])
-        status = Notification.Status.SENT
-    elif channel == "webhook":
-        _post_webhook(recipient, {"id": notification_id, "subject": subject, "message": message})
-        status = Notification.Status.SENT
-    else:
-        status = Notification.Status.UNREAD
-    Notification.objects.create(
-        notification_id=notification_id, channel=channel, recipient=recipient,
-        subject=subject, message=message, status=status,
-    )
-    return {"notification_id": notification_id, "channel": channel, "duplicate": False}
+    record = Notification(notification_id=notification_id, channel=channel, recipient=recipient,
+                          subject=subject, message=message, status=Notification.Status.UNREAD)
+    if channel != "in_app":
+        if Notification.objects.filter(notification_id=notification_id).exists():
+            return {"notification_id": notification_id, "channel": channel, "duplicate": True}
+        if channel == "email":
+            send_mail(subject or "Notification", message, settings.DEFAULT_FROM_EMAIL, [recipient])
+        else:
+            _post_webhook(recipient, {"id": notification_id, "subject": subject, "message": message})
+        record.status = Notification.Status.SENT
+    created = insert_if_absent(record)
+    return {"notification_id": notification_id, "channel": channel, "duplicate": not created}
 
 
 def _post_webhook(url: str, body: dict[str, Any]) -> None:
@@ -81,18 +86,21 @@ def process_user_action(
     payload: dict[str, Any] | None = None,
     occurred_at: str | None = None,
 ) -> dict[str, Any]:
-    """Record a user action once: a second delivery of the same ``action_id`` changes nothing."""
+    """Record a user action once: a second delivery of the same ``action_id`` changes nothing.
+
+    One ``INSERT … ON CONFLICT DO NOTHING`` (one round trip, one commit): the unique index on
+    ``action_id`` decides, so even two deliveries running at the same moment record it once.
+    """
     when = parse_datetime(occurred_at) if occurred_at else timezone.now()
     if when is None:
         raise PermanentError(f"occurred_at {occurred_at!r} is not an ISO 8601 date-time")
-    record, created = UserAction.objects.get_or_create(
-        action_id=action_id,
-        defaults={"user_id": str(user_id), "action": action, "payload": payload or {}, "occurred_at": when},
-    )
-    return {"action_id": record.action_id, "created": created}
+    created = insert_if_absent(UserAction(
+        action_id=action_id, user_id=str(user_id), action=action, payload=payload or {}, occurred_at=when,
+    ))
+    return {"action_id": action_id, "created": created}
 
 
-@shared_task(bind=True, base=ReliableTask, name=task_name("update_analytics"))
+@shared_task(bind=True, base=ReliableTask, name=task_name("update_analytics"), track_started=True)
 def update_analytics(self: ReliableTask, window_minutes: int = 5) -> dict[str, Any]:
     """Aggregate user actions (all time and the last window) into a stored snapshot."""
     since = timezone.now() - timedelta(minutes=window_minutes)
@@ -116,7 +124,7 @@ def update_analytics(self: ReliableTask, window_minutes: int = 5) -> dict[str, A
     }
 
 
-@shared_task(bind=True, base=ReliableTask, name=task_name("cleanup_temp_files"))
+@shared_task(bind=True, base=ReliableTask, name=task_name("cleanup_temp_files"), track_started=True)
 def cleanup_temp_files(self: ReliableTask, max_age_seconds: int | None = None) -> dict[str, int]:
     """Remove temp files older than ``max_age_seconds``, expired cache entries and expired results."""
     from django.core.cache import cache
@@ -170,7 +178,7 @@ def health_check(self: ReliableTask) -> dict[str, Any]:
 health_check.dead_letter = False  # runs every minute; its silence is alerted on, not each failure
 
 
-@shared_task(bind=True, base=ReliableTask, name=task_name("generate_reports"))
+@shared_task(bind=True, base=ReliableTask, name=task_name("generate_reports"), track_started=True)
 def generate_reports(self: ReliableTask, report_type: str = "system", hours: int = 24) -> dict[str, Any]:
     """Write a system/performance report (JSON) from task results, analytics and dead letters."""
     from django.db.models import Avg, DurationField, ExpressionWrapper, F
@@ -218,7 +226,7 @@ def generate_reports(self: ReliableTask, report_type: str = "system", hours: int
     return {"path": str(path), "tasks": sum(by_state.values())}
 
 
-@shared_task(bind=True, base=ReliableTask, name=task_name("backup_data"))
+@shared_task(bind=True, base=ReliableTask, name=task_name("backup_data"), track_started=True)
 def backup_data(self: ReliableTask, models: list[str] | None = None, keep: int | None = None) -> dict[str, Any]:
     """Dump the chosen models to a timestamped JSON file and keep only the newest ``keep`` backups."""
     from django.apps import apps as django_apps

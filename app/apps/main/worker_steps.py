@@ -14,6 +14,10 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_SECONDS = 10.0
+#: Longest a task event waits in the worker before it is published (batched with the others).
+EVENTS_FLUSH_SECONDS = 0.1
+#: Events per batch at most (Celery's default is 24: a flush every 8 tasks under load).
+EVENTS_BUFFER_LIMIT = 200
 
 
 def heartbeat_path() -> Path:
@@ -88,6 +92,24 @@ class DeadLetteringConsumer(Consumer):
     and the messages it held when the broker connection broke are restored after the reconnect."""
 
     orphaned_delivery_tags: list[str]
+    _events_flush_due = False
+
+    def on_send_event_buffered(self) -> None:
+        # Celery flushes buffered task events at the next loop tick: under load that is one PUBLISH
+        # (and one JSON body) per task or two. Flushing at most every EVENTS_FLUSH_SECONDS batches them
+        # (Flower sees an event at most that much later; the dispatcher still flushes a full buffer).
+        if self.hub is None:
+            return super().on_send_event_buffered()
+        if self.event_dispatcher is not None:  # made anew at each (re)connect: set it on the current one
+            self.event_dispatcher.buffer_limit = EVENTS_BUFFER_LIMIT
+        if not self._events_flush_due:
+            self._events_flush_due = True
+            self.hub.call_later(EVENTS_FLUSH_SECONDS, self._flush_batched_events)
+        return None
+
+    def _flush_batched_events(self) -> None:
+        self._events_flush_due = False
+        self._flush_events()
 
     def on_connection_error_after_connected(self, exc: Exception) -> None:
         from celery.worker.state import active_requests, reserved_requests, scheduled_requests

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apps.main.queues import DEFAULT_QUEUE, TASK_ROUTES
+from apps.main.queues import DEFAULT_QUEUE, MAX_PREFETCH_MULTIPLIER, TASK_ROUTES
 from portfolio_site import environment as env
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent  # app/
@@ -61,7 +61,11 @@ TEMPLATES = [
 
 # --- Database -----------------------------------------------------------------------------------
 # Persistent connections: workers run thousands of tasks, a connection per task wastes the database.
+# Health checks: a reused connection is pinged (SELECT 1) on its first use per request or task.
 CONN_MAX_AGE = env.get_int("DATABASE_CONN_MAX_AGE", 60)
+# Celery's Django fixup closes every connection around each task unless this is set; set so high it
+# never does: apps.main.db_connections recycles them per task by CONN_MAX_AGE and health checks instead.
+CELERY_DB_REUSE_MAX = 2**62
 
 
 def database_from_url(url: str) -> dict:
@@ -169,8 +173,12 @@ CELERY_TASK_ROUTES = TASK_ROUTES
 CELERY_TASK_DEFAULT_QUEUE = DEFAULT_QUEUE
 CELERY_TASK_CREATE_MISSING_QUEUES = True
 CELERY_WORKER_CONCURRENCY = 4
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_WORKER_MAX_TASKS_PER_CHILD = 1000
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a pool's own --prefetch-multiplier overrides it
+# A pool process is replaced after this many tasks, or once its resident memory passed the second figure
+# (KiB; checked after each task, the task finishes first). Memory is the real leak guard: replacing a
+# process every 1000 short tasks cost ~10 % of a pool's throughput (docs/benchmarks.md).
+CELERY_WORKER_MAX_TASKS_PER_CHILD = env.get_int("CELERY_WORKER_MAX_TASKS_PER_CHILD", 10_000)
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.get_int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 200 * 1024)
 CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_DEFAULT_MAX_RETRIES = 3
@@ -189,8 +197,12 @@ RETRY_BACKOFF_MAX = env.get_int("RETRY_BACKOFF_MAX", 600)
 # a message — its countdown, then waiting behind the tasks prefetched before it, then running up to
 # the hard time limit — and should not be longer: that is how long a dead worker's tasks wait.
 VISIBILITY_TIMEOUT_MARGIN = 60
+# Each pool sets its own --prefetch-multiplier (apps.main.queues.WorkerPool); every worker sweeps the
+# one shared `unacked` hash, so the timeout must cover the largest multiplier of any pool.
+PREFETCH_MULTIPLIER_MAX = max(CELERY_WORKER_PREFETCH_MULTIPLIER,
+                              env.get_int(env.PREFETCH_MULTIPLIER_MAX, MAX_PREFETCH_MULTIPLIER))
 MIN_VISIBILITY_TIMEOUT = (
-    RETRY_BACKOFF_MAX + (CELERY_WORKER_PREFETCH_MULTIPLIER + 1) * CELERY_TASK_TIME_LIMIT + VISIBILITY_TIMEOUT_MARGIN
+    RETRY_BACKOFF_MAX + (PREFETCH_MULTIPLIER_MAX + 1) * CELERY_TASK_TIME_LIMIT + VISIBILITY_TIMEOUT_MARGIN
 )
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
@@ -208,9 +220,12 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BROKER_POOL_LIMIT = env.get_int("CELERY_BROKER_POOL_LIMIT", 10)
-CELERY_WORKER_SEND_TASK_EVENTS = True
+# Task events are a pool's choice, on its command line (--task-events; WorkerPool.task_events,
+# chart: workers.<pool>.taskEvents): a worker started without it sends none.
+CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_SEND_SENT_EVENT = True
-CELERY_TASK_TRACK_STARTED = True
+# STARTED rows only for the long tasks that ask for them (track_started=True in tasks.py).
+CELERY_TASK_TRACK_STARTED = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # Soft shutdown (Celery >= 5.5): seconds a worker keeps running tasks after a cold-shutdown signal.
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(env.get("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", "0"))

@@ -77,6 +77,30 @@ def _task_labels(name: Any, request: Any) -> dict[str, str]:
     return {"name": labels.task_label(name), "queue_name": _queue_of(request), "hostname": labels.hostname()}
 
 
+#: (task name, routing key, hostname) -> the labelled series every task touches: resolving the labels
+#: and the series once per kind of task, not per task, is most of what the counters cost (on the hot
+#: path of the worker's main process and of its pool processes). Names and queues are bounded, and so
+#: is this (emptied past _SERIES_LIMIT, for a stream of hand-made routing keys).
+_series: dict[tuple[Any, Any, str], dict[Counter | Histogram, Any]] = {}
+_SERIES_LIMIT = 1000
+
+
+def _series_of(metric: Counter | Histogram, name: Any, request: Any) -> Any:
+    delivery = getattr(request, "delivery_info", None) or {}
+    key = (name, delivery.get("routing_key"), labels.hostname())
+    bound = _series.get(key)
+    if bound is None:
+        if len(_series) >= _SERIES_LIMIT:
+            _series.clear()
+        bound = _series[key] = {}
+    series = bound.get(metric)
+    if series is None:
+        found = _task_labels(name, request)
+        series = bound[metric] = (metric.labels(**found) if metric is not TASK_RUNTIME
+                                  else metric.labels(found["name"], found["queue_name"]))
+    return series
+
+
 # --- publishing (every process that sends tasks) ---------------------------------------------------
 
 
@@ -99,7 +123,7 @@ def _count_sent(sender: str | None = None, headers: dict | None = None, routing_
 
 @signals.task_received.connect(dispatch_uid="apps.main.metrics.received")
 def _count_received(request: Any = None, **_: Any) -> None:
-    TASK_RECEIVED.labels(**_task_labels(getattr(request, "name", None), request)).inc()
+    _series_of(TASK_RECEIVED, getattr(request, "name", None), request).inc()
 
 
 @signals.task_rejected.connect(dispatch_uid="apps.main.metrics.rejected")
@@ -126,19 +150,18 @@ def _count_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
 
 @signals.task_prerun.connect(dispatch_uid="apps.main.metrics.prerun")
 def _count_started(task: Any = None, **_: Any) -> None:
-    TASK_STARTED.labels(**_task_labels(getattr(task, "name", None), getattr(task, "request", None))).inc()
+    _series_of(TASK_STARTED, getattr(task, "name", None), getattr(task, "request", None)).inc()
 
 
 @receiver(task_timed, dispatch_uid="apps.main.metrics.runtime")
 def _observe_runtime(task: Any = None, seconds: float = 0.0, **_: Any) -> None:
-    TASK_RUNTIME.labels(labels.task_label(getattr(task, "name", None)),
-                        _queue_of(getattr(task, "request", None))).observe(seconds)
+    _series_of(TASK_RUNTIME, getattr(task, "name", None), getattr(task, "request", None)).observe(seconds)
 
 
 @signals.task_success.connect(dispatch_uid="apps.main.metrics.success")
 def _count_succeeded(sender: Any = None, **_: Any) -> None:
     request = getattr(sender, "request", None)
-    TASK_SUCCEEDED.labels(**_task_labels(getattr(sender, "name", None), request)).inc()
+    _series_of(TASK_SUCCEEDED, getattr(sender, "name", None), request).inc()
     periodic = getattr(request, "periodic_task_name", None) if request is not None else None
     if periodic:
         PERIODIC_LAST_SUCCESS.labels(str(periodic)).set(time.time())
