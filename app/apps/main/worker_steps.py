@@ -117,6 +117,8 @@ class DeadLetteringConsumer(Consumer):
         held = [*active_requests, *reserved_requests, *scheduled_requests]
         tags = {str(r.message.delivery_tag) for r in held if not r.acknowledged and r.message is not None}
         self.orphaned_delivery_tags = sorted({*getattr(self, "orphaned_delivery_tags", []), *tags})
+        # A flush timer armed before the loss may not survive the consumer's restart: arm it anew then.
+        self._events_flush_due = False
         # Celery closes the broken connection next; kombu's channel close then tries to restore the
         # unacked messages over it and, when the transport's client is already gone, raises an
         # AttributeError that stops the worker ("Unrecoverable error", seen in the fault suite). Over a
