@@ -5,6 +5,10 @@ Shared by the disruptive tests (a worker pod deleted, its pool processes killed,
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 from apps.main.queues import queue_for
 from k8s_support.api import TaskApi
 from k8s_support.release import ClusterReader
@@ -36,3 +40,58 @@ def assert_burst_in_progress(task_api: TaskApi, ids: list[str], disruption: str)
         f"burst was over before the disruption, so this run proves nothing; raise {BURST_ENV} (now {len(ids)})"
     )
     print(f"right after {disruption}: {len(unfinished)} of the last {TAIL} burst tasks not done yet")
+
+
+class BurstInFlight:
+    """A burst submitted from a background thread, so that a disruption can hit it while tasks still arrive.
+
+    Workers drain ``process_user_action`` faster than the API accepts it (hundreds per second per pod),
+    so a burst submitted before the disruption can be over before it: this one is not.
+    """
+
+    def __init__(self, task_api: TaskApi, size: int | None = None, *, threads: int = 8) -> None:
+        self.size = burst_size() if size is None else size
+        self.ids: list[str] = []
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._submit, args=(task_api, threads), daemon=True)
+        self._thread.start()
+
+    def _submit(self, task_api: TaskApi, threads: int) -> None:
+        def one(_: int) -> None:
+            task_id = task_api.submit(BURST_TASK, burst_arguments())["id"]
+            with self._lock:
+                self.ids.append(task_id)
+
+        try:
+            with ThreadPoolExecutor(max_workers=threads) as executor:
+                list(executor.map(one, range(self.size)))
+        except BaseException as exc:  # re-raised by join(), in the test's thread
+            self._error = exc
+
+    @property
+    def submitting(self) -> bool:
+        return self._thread.is_alive()
+
+    def first(self, count: int, timeout: float = 120) -> list[str]:
+        """The first ``count`` ids submitted, once they are."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.ids) >= count:
+                    return self.ids[:count]
+            if self._error is not None or not self.submitting:
+                break
+            time.sleep(0.05)
+        self.join(1)
+        raise TimeoutError(f"fewer than {count} burst tasks submitted after {timeout:.0f} s")
+
+    def join(self, timeout: float) -> list[str]:
+        """Every id, once the submission ended; its error, if it failed."""
+        self._thread.join(timeout)
+        if self._error is not None:
+            raise self._error
+        if self._thread.is_alive():
+            raise TimeoutError(f"submitting {self.size} burst tasks took longer than {timeout:.0f} s")
+        print(f"submitted {self.size} {BURST_TASK} tasks")
+        return list(self.ids)
