@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from k8s_support.api import TaskApi
 from k8s_support.broker import queued
-from k8s_support.bursts import burst_pool, submit_burst
+from k8s_support.bursts import BurstInFlight, burst_pool
 from k8s_support.keda import one_scaled_object, patch_scaled_object
 from k8s_support.release import ClusterReader, Release
-from k8s_support.samples import BURST_ENV, drain_budget
+from k8s_support.samples import BURST_ENV, burst_size, drain_budget
 from k8s_support.waiting import wait_for
 from k8s_support.workloads import scale_timings
+
+#: Most bursts submitted while waiting for the scale-up and the scale-down.
+SUBMISSION_CAP = 5
 
 
 @pytest.mark.disruptive
@@ -24,7 +26,7 @@ def test_keda_scale_down_during_a_burst_loses_no_task(
     task_api: TaskApi, reader: ClusterReader, release: Release, custom: Any, dump: Callable[[], str]
 ) -> None:
     """Issue 10, point 3 ("a KEDA scale-down during a burst loses nothing"): once KEDA scaled the burst's
-    pool up, its ScaledObject's maxReplicaCount drops to 1 while tasks are still queued (counted in Redis),
+    pool up, its ScaledObject's maxReplicaCount drops to 1 while tasks still arrive,
     so the HPA KEDA manages removes the extra workers mid-burst (SIGTERM: warm shutdown; unacknowledged messages go
     back to the queue). maxReplicaCount is restored afterwards; every task of the burst ends in SUCCESS."""
     pool = burst_pool(reader)
@@ -41,14 +43,13 @@ def test_keda_scale_down_during_a_burst_loses_no_task(
     def running_pods() -> int:
         return len(reader.pods(release.pool_selector(pool)))
 
-    # Submitting the burst takes about as long as working it off: submit in the background and scale down
-    # as soon as KEDA has scaled up, while tasks are still arriving and queued.
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        submitting = executor.submit(submit_burst, task_api)
-
+    # Workers drain the burst task about as fast as the API accepts it, so a burst submitted up front can be over
+    # before the HPA acts: submit until the scale-down is done (at most SUBMISSION_CAP bursts), so that it
+    # removes workers while tasks still arrive.
+    burst = BurstInFlight(task_api, burst_size() * SUBMISSION_CAP)
+    try:
         def scaled_up() -> bool:
-            if submitting.done():
-                submitting.result()  # a failed submission fails the test with its error
+            burst.check()
             return replicas() >= 2 and running_pods() >= 2
 
         wait_for(scaled_up, timeout=timings["polling"] + 240, interval=1,
@@ -59,15 +60,14 @@ def test_keda_scale_down_during_a_burst_loses_no_task(
             # The HPA clamps to its new maximum at its next sync (15 s), regardless of scale-down policies.
             wait_for(lambda: replicas() == 1, timeout=180, interval=1, diagnostics=dump,
                      description=f"the HPA of {name} to scale pool {pool} down to 1 (maxReplicaCount 1)")
-            backlog = queued(reader, scaled)
-            print(f"scaled pool {pool} down to 1 with {backlog} tasks queued"
-                  + ("" if submitting.done() else " and the burst still being submitted"))
-            assert backlog > 0 or not submitting.done(), (
-                f"the burst was over when pool {pool} scaled down: this run proves nothing; raise {BURST_ENV}")
-            ids = submitting.result()
+            print(f"scaled pool {pool} down to 1 with {queued(reader, scaled)} tasks queued")
+            ids = burst.ids_after(f"scaling pool {pool} down to 1", task_api, timeout=drain_budget(burst.size),
+                                  stop=True)
             done = task_api.wait_all_success(ids, timeout=drain_budget(len(ids)), diagnostics=dump)
             assert all(body["result"] for body in done.values()), [b for b in done.values() if not b["result"]][:5]
         finally:
             patch_scaled_object(custom, release, name, {"spec": {"maxReplicaCount": timings["max"]}})
+    finally:
+        burst.stop()
     wait_for(lambda: running_pods() == replicas() and replicas() <= timings["max"], timeout=300, interval=3,
              description=f"pool {pool} to settle after restoring maxReplicaCount {timings['max']}", diagnostics=dump)

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
 from k8s_support.api import TaskApi, host_of_worker, pool_of_worker
-from k8s_support.bursts import BurstInFlight, assert_burst_in_progress, burst_pool, submit_burst
+from k8s_support.bursts import BurstInFlight, burst_pool
 from k8s_support.processes import kill_pool_children_script
 from k8s_support.release import ClusterReader
 from k8s_support.samples import BURST_TASK, drain_budget
@@ -59,12 +59,7 @@ def test_deleting_a_busy_worker_pod_loses_no_task(
     grace = core.read_namespaced_pod(pod, namespace).spec.termination_grace_period_seconds or 30
 
     core.delete_namespaced_pod(pod, namespace)  # default grace: SIGTERM, warm shutdown
-    still_sending = burst.submitting
-    ids = burst.join(timeout=drain_budget(burst.size))
-    if still_sending:  # the deletion hit a live burst: tasks were still arriving
-        print(f"pod {pod} deleted while the burst was still being submitted ({len(ids)} tasks in all)")
-    else:
-        assert_burst_in_progress(task_api, ids, f"deleting pod {pod}")
+    ids = burst.ids_after(f"deleting pod {pod}", task_api, timeout=drain_budget(burst.size))
 
     done = task_api.wait_all_success(ids, timeout=drain_budget(len(ids)), diagnostics=dump)
     assert all(body["result"] for body in done.values()), [b for b in done.values() if not b["result"]][:5]
@@ -87,8 +82,8 @@ def test_deleting_a_busy_worker_pod_loses_no_task(
 def test_killed_pool_processes_requeue_their_tasks(
     task_api: TaskApi, reader: ClusterReader, core: Any, dump: Callable[[], str]
 ) -> None:
-    ids = submit_burst(task_api)
-    pod = pod_working_on(task_api, ids, burst_pool(reader), dump)
+    burst = BurstInFlight(task_api)
+    pod = pod_working_on(task_api, burst.first(HEAD), burst_pool(reader), dump)
 
     output = stream(
         core.connect_get_namespaced_pod_exec, pod, reader.release.namespace, container="worker",
@@ -96,7 +91,7 @@ def test_killed_pool_processes_requeue_their_tasks(
     )
     assert "killed=[" in output and "killed=[]" not in output, f"nothing killed in {pod}: {output}"
     assert re.search(r"main=\[\d+\] ", output), f"not exactly one Celery main process in {pod}: {output}"
-    assert_burst_in_progress(task_api, ids, f"SIGKILLing the pool processes of {pod}")
+    ids = burst.ids_after(f"SIGKILLing the pool processes of {pod}", task_api, timeout=drain_budget(burst.size))
 
     done = task_api.wait_all_success(ids, timeout=drain_budget(len(ids)), diagnostics=dump)
     assert all(body["result"] for body in done.values()), [b for b in done.values() if not b["result"]][:5]

@@ -50,15 +50,19 @@ class BurstInFlight:
     """
 
     def __init__(self, task_api: TaskApi, size: int | None = None, *, threads: int = 8) -> None:
+        #: The most tasks submitted; stop() ends the submission earlier.
         self.size = burst_size() if size is None else size
         self.ids: list[str] = []
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._submit, args=(task_api, threads), daemon=True)
         self._thread.start()
 
     def _submit(self, task_api: TaskApi, threads: int) -> None:
         def one(_: int) -> None:
+            if self._stopped.is_set():
+                return
             task_id = task_api.submit(BURST_TASK, burst_arguments())["id"]
             with self._lock:
                 self.ids.append(task_id)
@@ -68,6 +72,15 @@ class BurstInFlight:
                 list(executor.map(one, range(self.size)))
         except BaseException as exc:  # re-raised by join(), in the test's thread
             self._error = exc
+
+    def stop(self) -> None:
+        """Submit no more tasks (those already sent by the submitting threads are kept)."""
+        self._stopped.set()
+
+    def check(self) -> None:
+        """Raise the submission's error, if it failed."""
+        if self._error is not None:
+            raise self._error
 
     @property
     def submitting(self) -> bool:
@@ -89,9 +102,21 @@ class BurstInFlight:
     def join(self, timeout: float) -> list[str]:
         """Every id, once the submission ended; its error, if it failed."""
         self._thread.join(timeout)
-        if self._error is not None:
-            raise self._error
+        self.check()
         if self._thread.is_alive():
             raise TimeoutError(f"submitting {self.size} burst tasks took longer than {timeout:.0f} s")
-        print(f"submitted {self.size} {BURST_TASK} tasks")
+        print(f"submitted {len(self.ids)} {BURST_TASK} tasks")
         return list(self.ids)
+
+    def ids_after(self, disruption: str, task_api: TaskApi, timeout: float, *, stop: bool = False) -> list[str]:
+        """Every id, after checking that ``disruption`` (just done) hit the burst while it was live: tasks were
+        still being submitted, or some of the last ones were not done yet. ``stop``: submit no more first."""
+        still_sending = self.submitting
+        if stop:
+            self.stop()
+        ids = self.join(timeout)
+        if still_sending:
+            print(f"{disruption} while the burst was still being submitted ({len(ids)} tasks in all)")
+        else:
+            assert_burst_in_progress(task_api, ids, disruption)
+        return ids

@@ -59,14 +59,9 @@ def _run(cmd: list[str], what: str) -> str:
 
 def _download_wheel(requirement: str, into: Path) -> Path:
     """Download one wheel without dependencies through pip (uv's resolver is not needed for one file)."""
-    uv = shutil.which("uv")
-    if uv:
-        # `uv run --with pip` gives a pip even where the interpreter has none.
-        cmd = [uv, "run", "--no-project", "--quiet", "--with", "pip", "python", "-m", "pip"]
-    else:
-        cmd = [sys.executable, "-m", "pip"]
-    _run([*cmd, "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", str(into), requirement],
-         f"downloading {requirement}")
+    # pip is a locked dev dependency (pyproject.toml): the project's interpreter always has it.
+    _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", str(into),
+          requirement], f"downloading {requirement}")
     wheels = list(into.glob("*.whl"))
     if len(wheels) != 1:
         raise ToolError(f"downloading {requirement}: expected one wheel, found {wheels}")
