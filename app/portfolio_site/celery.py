@@ -4,8 +4,10 @@ import os
 
 from celery import Celery, signals
 
-from apps.main import worker_context
+from apps.main import redis_transport, worker_context
 
+# Before any broker connection: redis:// URLs get kombu's transport without a client built per command.
+redis_transport.install()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portfolio_site.settings.dev")
 
 app = Celery("portfolio_site")
