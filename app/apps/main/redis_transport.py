@@ -1,13 +1,13 @@
 """kombu's Redis transport, keeping one Redis client per channel instead of making one per command.
 
 kombu's ``Channel.conn_or_acquire`` builds a new ``redis.Redis`` for every command it runs on the
-channel's connection pool: the QoS bookkeeping of each delivered message (``unacked`` hash and index)
-and its ack, every publish. With redis-py 8 a client costs ~100 µs to build (it copies a table of
-~170 response callbacks), so a worker's main process spent ~200 µs of its ~1.2 ms per task making
-clients (py-spy: 12-15 % of its samples; docs/benchmarks.md). A client holds no connection of its
-own — every command checks one out of the pool — so one client per channel and pool is equivalent;
-it is rebuilt when kombu replaces the channel's pool (after a connection loss). Pipelines and the
-channel's asynchronous client (BRPOP, pub/sub) stay as kombu makes them.
+channel's connection pool: every publish and, in a worker's main process, two per task with acks_late
+(the ``unacked`` hash and index written on delivery, removed on the ack). With redis-py 8 a client costs
+~100 µs to build (it copies a table of ~170 response callbacks): py-spy put it at 12-15 % of the main
+process's samples, and its CPU per task went from ~1.35 to ~1.08 ms without it (docs/benchmarks.md).
+A client holds no connection of its own — every command checks one out of the pool — so one client per
+channel and pool is equivalent; it is rebuilt when kombu replaces the channel's pool (after a connection
+loss). Pipelines and the channel's asynchronous client (BRPOP, pub/sub) stay as kombu makes them.
 
 ``install()`` registers it for ``redis://`` and ``rediss://`` broker URLs (``portfolio_site.celery``);
 ``sentinel://`` keeps kombu's own transport.
