@@ -16,6 +16,9 @@ REDIS_URL = "REDIS_URL"
 BROKER_URL = "CELERY_BROKER_URL"
 #: kombu ``global_keyprefix``: queue list keys become ``<prefix><queue>`` (KEDA must know it).
 BROKER_KEY_PREFIX = "CELERY_BROKER_KEY_PREFIX"
+#: kombu ``priority_steps``, comma separated (default ``0``: no message priorities, one list key per
+#: queue — what atomic delivery needs, apps.main.redis_transport). KEDA must watch the same keys.
+BROKER_PRIORITY_STEPS = "CELERY_BROKER_PRIORITY_STEPS"
 DATABASE_URL = "DATABASE_URL"
 
 #: Bearer token of the HTTP task API.
@@ -77,3 +80,13 @@ def get_list(name: str, default: tuple[str, ...] = ()) -> list[str]:
     if value is None:
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def get_int_list(name: str, default: list[int]) -> list[int]:
+    items = get_list(name)
+    if not items:
+        return list(default)
+    try:
+        return [int(item) for item in items]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers, got {get(name)!r}") from None

@@ -66,6 +66,16 @@ def test_production_refuses_the_sqlite_broker_fallback(tmp_path) -> None:
     assert done.stderr == "production settings: the SQLite broker fallback is for development only\n"
 
 
+def test_priority_steps_come_from_the_environment_and_bad_ones_are_named() -> None:
+    code = (SETUP + "; from django.conf import settings; "
+            "print(settings.CELERY_BROKER_TRANSPORT_OPTIONS['priority_steps'])")
+    done = python(code, production_env(**{env_names.BROKER_PRIORITY_STEPS: "0,3,6,9"}))
+    assert done.stdout.strip() == "[0, 3, 6, 9]", done.stderr
+    done = python(code, production_env(**{env_names.BROKER_PRIORITY_STEPS: "0,high"}))
+    assert done.returncode != 0
+    assert "CELERY_BROKER_PRIORITY_STEPS must be comma-separated integers, got '0,high'" in done.stderr
+
+
 def test_production_with_everything_set_passes_the_deploy_checks() -> None:
     done = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env())
     assert done.returncode == 0, done.stdout + done.stderr
@@ -163,6 +173,8 @@ def test_broker_reliability(loaded_conf: dict[str, Any]) -> None:
     assert visibility == loaded_conf["RETRY_BACKOFF_MAX"] + prefetched * loaded_conf["task_time_limit"] + 60 == 900
     options = loaded_conf["broker_transport_options"]
     assert (options["unacked_restore_interval"], options["unacked_restore_throttle"]) == (10, 1)
+    # Priorities off: one list key per queue, taken atomically (apps.main.redis_transport).
+    assert options["priority_steps"] == [0]
     assert loaded_conf["broker_connection_retry_on_startup"] is True
     assert isinstance(loaded_conf["broker_pool_limit"], int) and 0 < loaded_conf["broker_pool_limit"] <= 100
     # Task events are each pool's choice on its command line (--task-events); publishers send task-sent.

@@ -8,6 +8,7 @@ import pytest
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
 from apps.main.queues import WORKER_POOLS
+from apps.main.redis_transport import Transport
 from tests.support.render import VALUES_EXAMPLES, HelmError, find, one, render_chart
 
 PREFIX = "rel-celery-stack-worker-"
@@ -22,15 +23,20 @@ def scaled_objects(manifests: list[dict]) -> dict[str, dict]:
     return {so["metadata"]["labels"]["celery-stack.io/pool"]: so for so in find(manifests, "ScaledObject")}
 
 
-def test_one_scaled_object_per_pool_with_every_kombu_key(helm: str) -> None:
-    manifests = render_chart(helm=helm)
+@pytest.mark.parametrize("steps", [None, list(PRIORITY_STEPS)], ids=["default", "kombu-steps"])
+def test_one_scaled_object_per_pool_with_every_kombu_key(helm: str, steps: list[int] | None) -> None:
+    manifests = render_chart({"broker": {"priorityLevels": steps}} if steps else None, helm=helm)
+    # The workers read the keys KEDA counts: one value feeds both.
+    config = one(manifests, "ConfigMap", "rel-celery-stack-config")["data"]
+    assert config["CELERY_BROKER_PRIORITY_STEPS"] == ",".join(map(str, steps or [0]))
+    steps = steps or [0]
     objects = scaled_objects(manifests)
     assert set(objects) == set(WORKER_POOLS)
     for name, pool in WORKER_POOLS.items():
         spec = objects[name]["spec"]
         assert spec["scaleTargetRef"]["name"] == PREFIX + name
         names = [t["metadata"]["listName"] for t in spec["triggers"]]
-        assert set(names) == kombu_keys(pool.queues, list(PRIORITY_STEPS))
+        assert set(names) == kombu_keys(pool.queues, steps)
         assert len(names) == len(set(names))
         for trigger in spec["triggers"]:
             assert trigger["type"] == "redis"
@@ -53,7 +59,7 @@ def test_keda_reaches_the_builtin_redis_by_its_namespaced_service_name() -> None
 
 
 def test_scaling_modifiers_sum_every_trigger() -> None:
-    for so in scaled_objects(render_chart()).values():
+    for so in scaled_objects(render_chart({"broker": {"priorityLevels": list(PRIORITY_STEPS)}})).values():
         modifiers = so["spec"]["advanced"]["scalingModifiers"]
         terms = [t.strip() for t in modifiers["formula"].split("+")]
         assert sorted(terms) == sorted(t["name"] for t in so["spec"]["triggers"])
@@ -62,7 +68,9 @@ def test_scaling_modifiers_sum_every_trigger() -> None:
 
 
 def test_a_single_key_needs_no_formula() -> None:
-    so = scaled_objects(render_chart({"broker": {"priorityLevels": [0]}}))["default"]
+    """The default: no message priorities, one list key per queue (what atomic delivery needs)."""
+    assert Transport.Channel.priority_steps != [0], "kombu's default changed: revisit broker.priorityLevels"
+    so = scaled_objects(render_chart())["default"]
     assert [t["metadata"]["listName"] for t in so["spec"]["triggers"]] == ["default"]
     assert "scalingModifiers" not in so["spec"]["advanced"]
 

@@ -48,13 +48,18 @@ def test_paused_replicas_patch_sets_and_removes_the_annotation() -> None:
     assert paused_replicas_patch(None) == {"metadata": {"annotations": {PAUSED_REPLICAS: None}}}
 
 
-def test_broker_counts_the_keys_keda_reads(scaled: dict[str, dict[str, Any]]) -> None:
+@pytest.mark.parametrize("levels", [None, [0, 3, 6, 9]], ids=["priorities-off", "kombu-steps"])
+def test_broker_counts_the_keys_keda_reads(scaled: dict[str, dict[str, Any]], levels: list[int] | None) -> None:
+    if levels:
+        rendered = render_chart({"broker": {"priorityLevels": levels}}, values_files=[
+            VALUES_EXAMPLES / "kind.yaml", VALUES_EXAMPLES / "local-cluster.yaml"])
+        scaled = {m["metadata"]["labels"]["celery-stack.io/pool"]: m for m in rendered if m["kind"] == "ScaledObject"}
     keys = list_names(scaled["high-priority"])
-    assert keys == ["high_priority", "high_priority\x06\x163", "high_priority\x06\x166", "high_priority\x06\x169"]
+    assert keys == ["high_priority", *(f"high_priority\x06\x16{level}" for level in (levels or [0])[1:])]
     assert database_index(scaled["high-priority"]) == 0
     argv = llen_command(keys, 0, 6379)
     assert argv[:8] == ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "-n", "0", "--raw"]
-    assert argv[8] == "EVAL" and argv[10:] == ["4", *keys]
+    assert argv[8] == "EVAL" and argv[10:] == [str(len(keys)), *keys]
 
 
 def test_burst_spillover_allows_a_sleeping_pool_its_own_wake_ups() -> None:

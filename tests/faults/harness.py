@@ -196,6 +196,39 @@ class FaultStack:
     def dead_letters(self, ids: list[str]) -> dict[str, str]:
         return dict(self.sql("SELECT task_id, reason FROM main_deadletter WHERE task_id = ANY(%s)", ids))
 
+    def where_open(self, ids: list[str]) -> str:
+        """Where the broker holds the tasks that never settled: in a queue, reserved (the ``unacked``
+        hash) or nowhere — which tells a restore that did not happen from a message that was dropped."""
+        import json
+
+        import redis
+
+        client = redis.Redis.from_url(self.valkey.url)
+        wanted, places = set(ids), {}
+        for key in client.scan_iter(count=1000):
+            kind = client.type(key)
+            if kind == b"list":
+                for raw in client.lrange(key, 0, -1):
+                    task_id = json.loads(raw)["headers"].get("id")
+                    if task_id in wanted:
+                        places[task_id] = f"queue {key.decode()}"
+            elif key == b"unacked":
+                for raw in client.hvals(key):
+                    task_id = json.loads(raw)[0]["headers"].get("id")
+                    if task_id in wanted:
+                        places[task_id] = "unacked"
+        mutex = client.exists("unacked_mutex")
+        client.close()
+        held = dict.fromkeys(places.values(), 0)
+        for place in places.values():
+            held[place] += 1
+        where = [f"{n} in {place}" for place, n in held.items()]
+        if missing := len(wanted) - len(places):
+            where.append(f"{missing} nowhere in the broker")
+        if mutex:
+            where.append("the restore mutex is held")
+        return f"open: {', '.join(where)}"
+
     def settled(self, burst: Burst) -> tuple[int, int, int]:
         """(succeeded, dead-lettered, still open) for the burst."""
         ids = list(burst.ids)
@@ -243,6 +276,8 @@ class FaultStack:
             extra.append(f"{wrong_state} in a non-final state")
         if missing_effects:
             extra.append(f"{missing_effects} succeeded without effect")
+        if open_:
+            extra.append(self.where_open([i for i in ids if i not in letters and states.get(i) != "SUCCESS"]))
         return Row(fault, len(ids), succeeded, dead, open_ + missing_effects, duplicated,
                    "; ".join(filter(None, [notes, *extra])))
 

@@ -33,14 +33,21 @@ def nested(depth: int) -> dict:
 
 def burst_in_flight(stack: FaultStack, size: int) -> tuple[Burst, int]:
     """Send a burst and wait until a quarter of it succeeded: the fault then hits it in full flight.
-    Returns the burst and how many of its tasks were still open (some must be, or the scenario proves
-    nothing)."""
-    burst = stack.send_actions(size)
-    target = size // 4
-    wait_for(lambda: stack.settled(burst)[0] >= target, timeout=120, what=f"{target} tasks done")
-    open_ = stack.settled(burst)[2]
-    assert open_ > 0, "the burst drained before the fault: raise the burst size"
-    return burst, open_
+    Returns the burst and how many of its tasks were still open. Workers that drained it before this
+    process looked (a loaded machine can stall the poll) get a burst twice the size, up to three times:
+    the fault must find work open, or the scenario proves nothing."""
+    burst = Burst()
+    for _ in range(3):
+        done_before = stack.settled(burst)[0]
+        stack.send_actions(size, burst=burst)
+        target = done_before + size // 4
+        wait_for(lambda t=target: stack.settled(burst)[0] >= t, timeout=120, what=f"{target} tasks done")
+        open_ = stack.settled(burst)[2]
+        if open_ > 0:
+            return burst, open_
+        log(f"the burst of {size} drained before the fault; sending {size * 2} more")
+        size *= 2
+    raise AssertionError(f"every burst drained before the fault (last: {size // 2} tasks)")
 
 
 def poison_deep_nesting(stack: FaultStack, size: int) -> Row:

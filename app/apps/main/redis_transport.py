@@ -1,13 +1,31 @@
-"""kombu's Redis transport, keeping one Redis client per channel instead of making one per command.
+"""kombu's Redis transport with two changes: one Redis client per channel, and deliveries that a
+``kill -9`` cannot drop.
 
-kombu's ``Channel.conn_or_acquire`` builds a new ``redis.Redis`` for every command it runs on the
-channel's connection pool: every publish and, in a worker's main process, two per task with acks_late
-(the ``unacked`` hash and index written on delivery, removed on the ack). With redis-py 8 a client costs
-~100 µs to build (it copies a table of ~170 response callbacks): py-spy put it at 12-15 % of the main
-process's samples, and its CPU per task went from ~1.35 to ~1.08 ms without it (docs/benchmarks.md).
-A client holds no connection of its own — every command checks one out of the pool — so one client per
-channel and pool is equivalent; it is rebuilt when kombu replaces the channel's pool (after a connection
-loss). Pipelines and the channel's asynchronous client (BRPOP, pub/sub) stay as kombu makes them.
+**One client per channel.** kombu's ``Channel.conn_or_acquire`` builds a new ``redis.Redis`` for every
+command it runs on the channel's connection pool: every publish and, in a worker's main process, two per
+task with acks_late (the ``unacked`` hash and index written on delivery, removed on the ack). With
+redis-py 8 a client costs ~100 µs to build (it copies a table of ~170 response callbacks): py-spy put it
+at 12-15 % of the main process's samples, and its CPU per task went from ~1.35 to ~1.08 ms without it
+(docs/benchmarks.md). A client holds no connection of its own — every command checks one out of the
+pool — so one client per channel and pool is equivalent; it is rebuilt when kombu replaces the channel's
+pool (after a connection loss).
+
+**Atomic delivery.** kombu takes a message with ``BRPOP`` and only then writes it to the ``unacked``
+hash: from the moment Redis sends the reply until that write — the reply may wait in the socket while
+the main process forks a pool process or handles a dead one — the message exists only in the worker's
+memory, and a worker killed then loses it (kombu#305, celery#4354; our fault suite caught it). Here a
+channel consuming one list key takes the message with ``BLMOVE`` into a *landing list* of its own in the
+same step, and moves it from there to the ``unacked`` hash in one Lua script. A landing list is
+registered in ``<unacked_key>_landing`` (score: the channel's last sign of life, renewed at least every
+``LANDING_HEARTBEAT`` seconds while it consumes); the periodic restore sweep of every live worker gives
+the contents of a landing list older than the visibility timeout back to its queue, in the same script
+that checks its age, so a channel that comes back to life is never robbed. A channel that closes gives
+its landing list back itself.
+
+A channel that reads several keys at once (a worker on several queues, or message priorities on:
+``priority_steps`` other than ``[0]``) needs ``BRPOP`` — ``BLMOVE`` takes one source — and keeps kombu's
+delivery; ``LANDING_NOTE`` says so once in its log. With priorities off, the same sweep moves what a client
+on kombu's default settings sent with a priority (to ``<queue>\x06\x16<step>``) into the queue itself.
 
 ``install()`` registers it for ``redis://`` and ``rediss://`` broker URLs (``portfolio_site.celery``);
 ``sentinel://`` keeps kombu's own transport.
@@ -15,17 +33,105 @@ loss). Pipelines and the channel's asynchronous client (BRPOP, pub/sub) stay as 
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import time
+import uuid
+from typing import Any, NamedTuple
 
+import redis
 from kombu.transport import TRANSPORT_ALIASES, _transport_cache
 from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
+
+logger = logging.getLogger(__name__)
 
 SCHEMES = ("redis", "rediss")
+#: Seconds between a consuming channel's renewals of its landing list's registration.
+LANDING_HEARTBEAT = 5.0
+LANDING_NOTE = ("this channel reads %d list keys (%s): BLMOVE takes one, so it uses kombu's BRPOP, which can "
+                "lose the message being delivered if the worker is killed at that moment")
+
+# KEYS: unacked index, unacked hash, landing list. ARGV: delivery tag, time, the unacked entry,
+# the landed element. The message moves from the landing list to the unacked hash in one step.
+RESERVE = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('LREM', KEYS[3], 1, ARGV[4])
+return 1
+"""
+
+# KEYS: a queue's priority sub-lists, then the queue. Moves what waits in the sub-lists to the queue.
+ADOPT = """
+local queue, moved = KEYS[#KEYS], 0
+for i = 1, #KEYS - 1 do
+  while redis.call('LMOVE', KEYS[i], queue, 'RIGHT', 'LEFT') do moved = moved + 1 end
+end
+return moved
+"""
+
+# KEYS: landing registry, landing list, its source queue. ARGV: the newest registration score that
+# counts as dead ('' = give back regardless). Gives the landing list back to the end BLMOVE/BRPOP
+# read next, oldest first, and unregisters it.
+GIVE_BACK = """
+local score = redis.call('ZSCORE', KEYS[1], KEYS[2])
+if ARGV[1] ~= '' and score and tonumber(score) > tonumber(ARGV[1]) then return -1 end
+local moved = 0
+while redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT') do moved = moved + 1 end
+redis.call('ZREM', KEYS[1], KEYS[2])
+return moved
+"""
+
+
+class QoS(kombu_redis.QoS):
+    def append(self, message: Any, delivery_tag: str) -> None:
+        landed = self.channel._take_landed()
+        if landed is None:
+            return super().append(message, delivery_tag)
+        delivery = message.delivery_info
+        entry = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        channel = self.channel
+        channel._script(RESERVE)(
+            keys=[channel._key(self.unacked_index_key), channel._key(self.unacked_key), landed.landing],
+            args=[delivery_tag, time.time(), entry, landed.element],
+        )
+        kombu_redis.virtual.QoS.append(self, message, delivery_tag)
+
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        super().restore_visible(start=start, num=num, interval=interval)
+        if (self._vrestore_count - 1) % (interval or 1) == 0:  # the throttled sweep ran
+            self.channel.restore_dead_landings()
+            self.channel.adopt_stray_priorities()
+
+
+class Landed(NamedTuple):
+    """An element BLMOVE put in a landing list, until QoS.append reserves it."""
+
+    element: bytes
+    landing: str
 
 
 class Channel(kombu_redis.Channel):
+    QoS = QoS
     _shared_client: Any = None
+    _plain_client: redis.Redis | None = None
+    _landed: Landed | None = None
+    _blmove_source: str | None = None  # the queue of the BLMOVE in flight; None: a BRPOP or nothing
+    _noted_brpop = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._landing_id = uuid.uuid4().hex
+        self._landings: dict[str, tuple[str, float]] = {}  # source key -> (landing key, registered at)
+        self._scripts: dict[str, Any] = {}
+        self._acked_queues: set[str] = set()  # consumed with acks: what a lost delivery would matter for
+        super().__init__(*args, **kwargs)
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if not no_ack:
+            self._acked_queues.add(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    # --- one client per channel ------------------------------------------------------------------
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
             return super()._create_client(asynchronous=True)
@@ -33,6 +139,155 @@ class Channel(kombu_redis.Channel):
         if client is None or client.connection_pool is not self.pool:
             client = self._shared_client = super()._create_client()
         return client
+
+    # --- atomic delivery -------------------------------------------------------------------------
+    @property
+    def landing_registry(self) -> str:
+        return self._key(f"{self.unacked_key}_landing")
+
+    def _key(self, name: str) -> str:
+        """The full Redis key: our scripts and raw commands get no help from kombu's key prefixing."""
+        return f"{self.global_keyprefix or ''}{name}"
+
+    def _plain(self) -> redis.Redis:
+        """A client that prefixes nothing (the shared one, unless kombu's prefixing client is in use)."""
+        if not self.global_keyprefix:
+            return self._create_client()
+        client = self._plain_client
+        if client is None or client.connection_pool is not self.pool:
+            client = self._plain_client = redis.Redis(connection_pool=self.pool)
+        return client
+
+    def _script(self, source: str) -> Any:
+        script = self._scripts.get(source)
+        if script is None or script.registered_client.connection_pool is not self.pool:
+            script = self._scripts[source] = self._plain().register_script(source)
+        return script
+
+    def _landing_for(self, source: str) -> str:
+        """This channel's landing list for ``source`` (full keys), registered as alive."""
+        landing, registered = self._landings.get(source, ("", 0.0))
+        if not landing:
+            landing = self._key(f"{self.unacked_key}_landing:{self._landing_id}:{source}")
+        now = time.monotonic()
+        if now - registered >= LANDING_HEARTBEAT:
+            # Before the BLMOVE is sent: a sweep that saw the old score finds this one and leaves it.
+            self._plain().zadd(self.landing_registry, {landing: time.time()})
+            self._landings[source] = (landing, now)
+        return landing
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+        if len(set(keys)) != 1:
+            if not self._noted_brpop and self._acked_queues.intersection(queues):  # replies: no acks, no note
+                self._noted_brpop = True
+                logger.warning(LANDING_NOTE, len(keys), ", ".join(map(repr, keys)))
+            return super()._brpop_start(timeout)
+        source = self._key(keys[0])
+        landing = self._landing_for(source)
+        self._blmove_source = queues[0]
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()
+        self.client.connection.send_command(
+            "BLMOVE", source, landing, "RIGHT", "LEFT", self.brpop_timeout if timeout is None else timeout or 0,
+        )
+
+    def _brpop_read(self, **options: Any) -> bool:
+        queue = self._blmove_source
+        if queue is None:
+            return super()._brpop_read(**options)
+        try:
+            try:
+                element = self.client.parse_response(self.client.connection, "BLMOVE", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if element is None:
+                raise kombu_redis.Empty()
+            self._queue_cycle.rotate(queue)
+            landing = self._landings[self._key(queue)][0]
+            self._landed = Landed(element, landing)
+            try:
+                self.connection._deliver(loads(bytes_to_str(element)), queue)
+            except BaseException:
+                if self._landed is not None:  # not reserved: back to the head of its queue
+                    self._give_back(landing, self._key(queue))
+                raise
+            if self._landed is not None:  # a consumer without acks: nothing to keep
+                self._plain().lrem(landing, 1, element)
+            return True
+        finally:
+            self._landed = None
+            self._blmove_source = None
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    def _poll_error(self, type: str, **options: Any) -> None:
+        if type == "BRPOP" and self._blmove_source is not None:
+            self._blmove_source = None
+            self.client.parse_response(self.client.connection, "BLMOVE")
+            return
+        super()._poll_error(type, **options)
+
+    def _take_landed(self) -> Landed | None:
+        landed, self._landed = self._landed, None
+        return landed
+
+    def _give_back(self, landing: str, source: str, *, dead_before: float | None = None) -> int:
+        """Move a landing list back to its queue and unregister it; with ``dead_before``, only if its
+        channel did not renew it since. Returns how many messages moved (-1: it was renewed)."""
+        ceiling = "" if dead_before is None else repr(dead_before)
+        moved = int(self._script(GIVE_BACK)(keys=[self.landing_registry, landing, source], args=[ceiling]))
+        if dead_before is None:
+            self._landings.pop(source, None)  # unregistered: the next BLMOVE registers it again
+        return moved
+
+    def restore_dead_landings(self) -> None:
+        """Give back the landing lists of channels silent for longer than the visibility timeout."""
+        dead_before = time.time() - self.visibility_timeout
+        client = self._plain()
+        prefix = self._key(f"{self.unacked_key}_landing:")
+        for raw in client.zrange(self.landing_registry, "-inf", dead_before, byscore=True):
+            landing = bytes_to_str(raw)
+            # "<prefix><channel id>:<source key>"
+            source = landing[len(prefix):].split(":", 1)[1] if landing.startswith(prefix) else None
+            if source is None:
+                client.zrem(self.landing_registry, landing)
+                continue
+            moved = self._give_back(landing, source, dead_before=dead_before)
+            if moved > 0:
+                logger.warning("restored %d message(s) a dead worker had taken from %s", moved, source)
+
+    def adopt_stray_priorities(self) -> None:
+        """With priorities off (one key per queue), move messages a client on kombu's default
+        ``priority_steps`` sent with a priority — to ``<queue><sep><step>``, which no worker here reads —
+        into their queue, behind what waits there."""
+        if list(self.priority_steps) != [0]:
+            return
+        for queue in self.active_queues:
+            subs = [self._key(f"{queue}{self.sep}{step}") for step in kombu_redis.PRIORITY_STEPS if step]
+            moved = int(self._script(ADOPT)(keys=[*subs, self._key(queue)]))
+            if moved:
+                logger.warning("moved %d message(s) sent with a priority into %s (priorities are off)", moved, queue)
+
+    def close(self) -> None:
+        if self._in_poll and self._blmove_source is not None:
+            try:
+                self._brpop_read()  # deliver what the pending BLMOVE took: restored with the unacked
+            except kombu_redis.Empty:
+                pass
+            except self.connection_errors:
+                pass
+        for source, (landing, _) in list(self._landings.items()):
+            try:
+                self._give_back(landing, source)
+            except self.connection_errors:  # the sweep of a live worker gives it back later
+                logger.debug("could not give back %s on close", landing, exc_info=True)
+        self._landings.clear()
+        super().close()
 
 
 class Transport(kombu_redis.Transport):

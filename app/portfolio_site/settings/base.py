@@ -214,6 +214,9 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "socket_timeout": 10,
         "socket_connect_timeout": 5,
         "health_check_interval": 25,
+        # One list key per queue unless message priorities are asked for: a worker on one key takes
+        # each message atomically (apps.main.redis_transport); kombu's default is [0, 3, 6, 9].
+        "priority_steps": env.get_int_list(env.BROKER_PRIORITY_STEPS, [0]),
     }
     if prefix := env.get(env.BROKER_KEY_PREFIX):
         CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = prefix

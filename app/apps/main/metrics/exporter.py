@@ -59,7 +59,9 @@ class BrokerLayout:
         return cls(
             queues=tuple(dict.fromkeys(queues)),
             key_prefix=options.get("global_keyprefix", "") or "",
-            priority_steps=tuple(options.get("priority_steps", PRIORITY_STEPS)),
+            # kombu's default steps too: a client on stock settings that sends with a priority writes to
+            # those sub-lists, and what waits there must show (the workers adopt it, redis_transport).
+            priority_steps=tuple(sorted({*options.get("priority_steps", PRIORITY_STEPS), *PRIORITY_STEPS})),
             separator=options.get("sep", Channel.sep),
             unacked_key=options.get("unacked_key", Channel.unacked_key),
             beat_tick_key=BEAT_LAST_TICK_KEY,
