@@ -102,3 +102,19 @@ cluster-status: bootstrap ## What of the local cluster runs, and what cluster-do
 
 cluster-bench: bootstrap ## KEDA's reaction to a burst and drain time autoscaled vs one replica (the installed release)
 	KUBECONFIG=$${KUBECONFIG:-/var/lib/celery-stack-cluster/kubeconfig} $(UV) run --frozen python k8s-tests/bench_autoscaling.py
+
+# Live development on the local cluster (README "Live development"): Tilt from .tools/, aimed at the
+# cluster, its dockerd and its registry by the env.sh that `make cluster-up` writes.
+CLUSTER_ENV ?= /var/lib/celery-stack-cluster/env.sh
+TILT_NAMESPACE ?= celery-stack-tilt
+.PHONY: tilt-up tilt-ci tilt-test
+
+tilt-up: bootstrap ## `tilt up` against the local cluster (after `make cluster-up`)
+	. $(CLUSTER_ENV) && tilt up
+
+tilt-ci: bootstrap ## `tilt ci` against the local cluster: every resource ready, then exit
+	. $(CLUSTER_ENV) && tilt ci
+
+tilt-test: bootstrap ## tilt ci, live update, rebuild on a dependency change and `make flower`, on the local cluster
+	. $(CLUSTER_ENV) && K8S_TESTS_REQUIRED=1 K8S_TESTS_TILT=1 K8S_TESTS_NAMESPACE=$(TILT_NAMESPACE) K8S_TESTS_RELEASE=$(RELEASE) \
+	  $(UV) run --frozen pytest k8s-tests/test_tilt.py -m tilt -v

@@ -1,4 +1,5 @@
-"""The cluster's add-ons: CoreDNS, metrics-server, KEDA and a local-path storage provisioner.
+"""The cluster's add-ons: CoreDNS, metrics-server, KEDA, a local-path storage provisioner and the
+announcement of the local registry.
 
 Manifests come from the pinned Go modules themselves (metrics-server's and KEDA's kustomize bases,
 local-path-provisioner's deploy/), with the images swapped for the locally built ones; CoreDNS ships
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localcluster import build, versions
-from localcluster.configs import VOLUMES
+from localcluster.configs import REGISTRY, VOLUMES
 from localcluster.topology import Topology
 
 
@@ -181,6 +182,20 @@ def render_local_path(topology: Topology, images: dict[str, str], kubectl: Path)
     }, "local-path-provisioner")
 
 
+def render_registry_hosting(topology: Topology, images: dict[str, str], kubectl: Path) -> str:
+    # KEP-1755: how Tilt (and ctlptl, Skaffold) find where to push images for this cluster. The node's
+    # containerd runs on this host, so it reaches the registry at the same address.
+    return f"""apiVersion: v1
+kind: ConfigMap
+metadata: {{name: local-registry-hosting, namespace: kube-public}}
+data:
+  localRegistryHosting.v1: |
+    host: "{REGISTRY}"
+    hostFromContainerRuntime: "{REGISTRY}"
+    help: "make cluster-up runs Debian's docker-registry on {REGISTRY} (docs/cluster.md)"
+"""
+
+
 ADDONS = (
     Addon("local-path-provisioner", render_local_path, (("local-path-storage", "local-path-provisioner"),)),
     Addon("coredns", render_coredns, (("kube-system", "coredns"),)),
@@ -189,4 +204,5 @@ ADDONS = (
     Addon("keda", render_keda, (("keda", "keda-operator"), ("keda", "keda-metrics-apiserver"),
                                 ("keda", "keda-admission")),
           ("v1beta1.external.metrics.k8s.io",)),
+    Addon("local-registry-hosting", render_registry_hosting, ()),
 )

@@ -9,6 +9,7 @@ Available. The admin kubeconfig is written to paths.KUBECONFIG.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import ssl
 import subprocess
@@ -26,6 +27,8 @@ from localcluster.topology import Topology
 
 READY_MARKER = RUN / "ready"
 IMAGES_ENV = RUN / "images.env"
+#: `. env.sh`: kubectl, helm, tilt and docker aimed at this cluster, its dockerd and its registry.
+SHELL_ENV = STATE / "env.sh"
 SYSCTL_RECORD = STATE / "sysctls.json"
 #: Host paths the runtime pieces create outside STATE; cluster-down removes those that were not there before.
 HOST_PATHS = (Path("/var/lib/cni"), Path("/run/containerd"), Path("/var/log/containers"), Path("/var/log/pods"),
@@ -100,6 +103,11 @@ def write_configs(topology: Topology, sandbox_image: str) -> None:
     shutil.copyfile(kubeconfigs["admin"], KUBECONFIG)
     KUBECONFIG.chmod(0o600)
     (CONFIG_DIR / "containerd.toml").write_text(configs.containerd_config(sandbox_image))
+    hosts = configs.CONTAINERD_HOSTS_DIR / configs.REGISTRY
+    hosts.mkdir(parents=True, exist_ok=True)
+    (hosts / "hosts.toml").write_text(configs.registry_hosts_toml())
+    configs.REGISTRY_DATA.mkdir(parents=True, exist_ok=True)
+    (CONFIG_DIR / "registry.yml").write_text(configs.registry_config())
     (configs.CNI_CONF_DIR / "10-celery-stack.conflist").write_text(configs.cni_conflist(topology))
     (CONFIG_DIR / "kubelet.yaml").write_text(configs.kubelet_config(topology))
     (CONFIG_DIR / "kube-proxy.yaml").write_text(configs.kube_proxy_config(topology, kubeconfigs["proxy"]))
@@ -154,6 +162,17 @@ def install_addons(topology: Topology, image_refs: dict[str, str]) -> None:
                     timeout=300, what=f"APIService {service} to be Available", diagnostics=_cluster_state)
 
 
+def shell_env() -> str:
+    from tests.support.tools import helm_binary, tool_path
+
+    tools = (kubectl_binary(), helm_binary("helm3"), tool_path("tilt"))
+    path = os.pathsep.join(str(tool.parent) for tool in tools)
+    return (f"# Written by `make cluster-up`: source it to point kubectl, helm, tilt and docker at the local cluster.\n"
+            f"export KUBECONFIG={KUBECONFIG}\n"
+            f"export DOCKER_HOST=unix://{images.DOCKER_SOCKET}\n"
+            f"export PATH={path}:$PATH\n")
+
+
 def up() -> Topology:
     began = time.monotonic()
     topology = Topology()
@@ -180,14 +199,17 @@ def up() -> Topology:
                    diagnostics=lambda: processes.log_tail("kubelet", 40))
     install_addons(topology, image_refs)
     project = images.project_image()
-    IMAGES_ENV.write_text(f"IMAGE_REPOSITORY={project[0]}\nIMAGE_TAG={project[1]}\n")
+    build_args = "".join(f"{key}={value}\n" for key, value in images.project_build_args().items())
+    IMAGES_ENV.write_text(f"IMAGE_REPOSITORY={project[0]}\nIMAGE_TAG={project[1]}\n{build_args}")
+    SHELL_ENV.write_text(shell_env())
     READY_MARKER.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     say(f"cluster up in {time.monotonic() - began:.0f} s")
     version = build.by_name("kubernetes").version
     print(f"""
 The local cluster is up (Kubernetes {version}, node {topology.node_name} at {topology.node_ip}).
-  export KUBECONFIG={KUBECONFIG}
-  {kubectl_binary()} get pods -A
+  . {SHELL_ENV}     # KUBECONFIG, DOCKER_HOST (its dockerd) and PATH (kubectl, helm, tilt)
+  kubectl get pods -A
+  tilt up               # live development: images pushed to its registry {configs.REGISTRY}
   make cluster-test     # install the chart (helm v3 and v4) and run k8s-tests against it
   make cluster-down     # stop everything and put the host back as it was
 Project image: {project[0]}:{project[1]} (values-examples/local-cluster.yaml names the others). Logs: {LOGS}

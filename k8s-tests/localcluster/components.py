@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from localcluster import build
-from localcluster.configs import KUBELET_ROOT
+from localcluster.configs import KUBELET_ROOT, REGISTRY_PORT
 from localcluster.paths import PKI, STATE
 from localcluster.topology import Topology
 
@@ -87,6 +87,10 @@ def kube_scheduler(t: Topology) -> list[str]:
             f"--authorization-kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1"]
 
 
+def registry(t: Topology) -> list[str]:
+    return ["/usr/bin/docker-registry", "serve", str(CONFIG_DIR / "registry.yml")]
+
+
 def containerd(t: Topology) -> list[str]:
     return ["containerd", "--config", str(CONFIG_DIR / "containerd.toml")]
 
@@ -117,6 +121,7 @@ COMPONENTS = (
     # default secure ports of the controller manager and the scheduler, healthz open to anyone
     Component("kube-controller-manager", kube_controller_manager, lambda t: "https://127.0.0.1:10257/healthz"),
     Component("kube-scheduler", kube_scheduler, lambda t: "https://127.0.0.1:10259/healthz"),
+    Component("registry", registry, lambda t: f"http://127.0.0.1:{REGISTRY_PORT}/v2/"),
     Component("containerd", containerd),
     Component("kubelet", kubelet, lambda t: "http://127.0.0.1:10248/healthz"),
     Component("kube-proxy", kube_proxy, lambda t: "http://127.0.0.1:10256/healthz"),

@@ -23,6 +23,12 @@ KUBELET_ROOT = STATE / "kubelet"
 POD_LOGS = STATE / "pod-logs"
 VOLUMES = STATE / "volumes"
 NETWORK_NAME = "celery-stack-local"
+#: The local registry (Debian's docker-registry) Tilt pushes to and containerd pulls from: the port
+#: ctlptl gives kind's registry, announced to tools by the `local-registry-hosting` ConfigMap (KEP-1755).
+REGISTRY_PORT = 5005
+REGISTRY = f"localhost:{REGISTRY_PORT}"
+REGISTRY_DATA = STATE / "registry"
+CONTAINERD_HOSTS_DIR = STATE / "config" / "certs.d"
 
 
 def containerd_config(sandbox_image: str) -> str:
@@ -47,6 +53,35 @@ state = "{CONTAINERD_STATE}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{CNI_CONF_DIR}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{CONTAINERD_HOSTS_DIR}"
+"""
+
+
+def registry_hosts_toml() -> str:
+    """containerd's hosts.toml for the local registry: plain HTTP on loopback, pull and resolve only."""
+    return f"""server = "http://{REGISTRY}"
+[host."http://{REGISTRY}"]
+  capabilities = ["pull", "resolve"]
+"""
+
+
+def registry_config() -> str:
+    """docker-registry's config: loopback only (kubelet's containerd and our dockerd are on this host)."""
+    return f"""version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {REGISTRY_DATA}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{REGISTRY_PORT}
+  headers:
+    X-Content-Type-Options: [nosniff]
 """
 
 

@@ -439,6 +439,11 @@ def project_image() -> tuple[str, str]:
     return image.repository, image.tag
 
 
+def project_build_args() -> dict[str, str]:
+    """The project Dockerfile's build arguments that name the local base images (Tilt builds with them)."""
+    return dict(_images()["celery-stack"].build_args)
+
+
 def pause_image() -> str:
     """The sandbox image reference (containerd's `sandbox_image`)."""
     return _images()["pause"].ref

@@ -15,6 +15,7 @@ COMMANDS = {
     "runc": "runc",
     "/usr/lib/cni/bridge": "containernetworking-plugins",
     "/usr/sbin/dockerd": "docker.io",
+    "/usr/bin/docker-registry": "docker-registry",  # the registry Tilt pushes to (configs.REGISTRY)
     "mmdebstrap": "mmdebstrap",
     "iptables": "iptables",
     "conntrack": "conntrack",  # kube-proxy clears stale UDP entries with it

@@ -31,13 +31,16 @@ def test_collects_every_scenario_without_error(dead_kubeconfig: Path) -> None:
                       "keda", "logs", "migrations", "scale_to_zero", "redis_restart", "scale_down", "uninstall",
                       "network_policy")}
     assert sum("test_task_succeeds_on_its_queues_pool[" in i for i in ids) == 7
+    # Tilt's release of its own runs only when asked for (`make tilt-test`: -m tilt).
+    tilt = run_k8s_tests(dead_kubeconfig, "--collect-only", "-q", "-m", "tilt")
+    assert {Path(line.split("::")[0]).name for line in tilt.stdout.splitlines() if "::" in line} == {"test_tilt.py"}
 
 
 def test_without_a_cluster_everything_is_skipped_with_the_reason(dead_kubeconfig: Path) -> None:
     done = run_k8s_tests(dead_kubeconfig, "-rs", "-q")
     assert done.returncode == 0, done.stdout + done.stderr
     summary = done.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"\d+ skipped in [\d.]+s", summary), summary
+    assert re.fullmatch(r"\d+ skipped(, \d+ deselected)? in [\d.]+s", summary), summary  # deselected: -m tilt
     reasons = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
     assert reasons and all("no Kubernetes cluster reachable" in line for line in reasons)
     assert all("kube context kind-gone" in line and "not reachable" in line and "make kind-up" in line

@@ -50,3 +50,16 @@ def test_kube_proxy_leaves_host_sysctls_alone() -> None:
     assert config["mode"] == "iptables"
     assert config["conntrack"]["maxPerCore"] == 0 and config["conntrack"]["min"] == 0
     assert config["iptables"]["localhostNodePorts"] is False, "true would set route_localnet on the host"
+
+
+def test_containerd_pulls_from_the_local_registry_over_plain_http_on_loopback() -> None:
+    cri = tomllib.loads(configs.containerd_config("p"))["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["registry"]["config_path"] == str(configs.CONTAINERD_HOSTS_DIR)
+    assert str(configs.CONTAINERD_HOSTS_DIR).startswith(str(STATE))
+    hosts = tomllib.loads(configs.registry_hosts_toml())
+    assert hosts["server"] == f"http://{configs.REGISTRY}"
+    assert hosts["host"][f"http://{configs.REGISTRY}"]["capabilities"] == ["pull", "resolve"]
+    registry = yaml.safe_load(configs.registry_config())
+    assert registry["http"]["addr"] == f"127.0.0.1:{configs.REGISTRY_PORT}", "loopback only"
+    assert registry["storage"]["filesystem"]["rootdirectory"] == str(configs.REGISTRY_DATA)
+    assert str(configs.REGISTRY_DATA).startswith(str(STATE))

@@ -36,6 +36,16 @@ def module_source(module: str, version: str) -> Path:
     return Path(info["Dir"])
 
 
+def module_time(module: str, version: str) -> str:
+    """When the version was published (the proxy's .info), e.g. 2024-05-10T18:11:32Z."""
+    out = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], env=go_env(),
+                         capture_output=True, text=True)
+    info = json.loads(out.stdout or "{}")
+    if out.returncode != 0 or "Info" not in info:
+        raise GoModuleError(f"go mod download {module}@{version} failed: {info.get('Error') or out.stderr.strip()}")
+    return json.loads(Path(info["Info"]).read_text())["Time"]
+
+
 def writable_copy(source: Path, target: Path, *, ignore: tuple[str, ...] = ()) -> Path:
     """Copy a module out of the read-only cache so go.mod/go.sum may change; drops go.work."""
     if target.exists():

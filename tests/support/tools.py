@@ -45,6 +45,12 @@ class Tool:
     executable: str
     #: Arguments that print the version (a smoke test after installing).
     version_args: tuple[str, ...] = ("--version",)
+    #: Go tools with a web UI (tilt): build and embed it too (a separate cache entry).
+    web_ui: bool = False
+
+    @property
+    def home(self) -> Path:
+        return TOOLS_DIR / self.name / (f"{self.version}+web-ui" if self.web_ui else self.version)
 
 
 def _run(cmd: list[str], what: str) -> str:
@@ -163,6 +169,7 @@ def _go(*args: str, what: str, cwd: Path | None = None, env: dict[str, str] | No
 GO_PACKAGES = {
     "actionlint": "github.com/rhysd/actionlint/cmd/actionlint",
     "tilt": "github.com/tilt-dev/tilt/cmd/tilt",
+    "tilt-headless": "github.com/tilt-dev/tilt/cmd/tilt",
 }
 
 
@@ -176,19 +183,51 @@ def _install_go_tool_with_replaces(tool: Tool, dest: Path) -> Path:
     """Build a main package whose go.mod has ``replace`` directives (tilt): `go install pkg@version`
     refuses those, so the verified module is built as the main module in a scratch copy
     (tests.support.gomodules; its vendor/ holds only modules.txt in the module zip)."""
-    from tests.support.gomodules import GoModuleError, go_build, module_source, writable_copy
+    from tests.support.gomodules import GoModuleError, go_build, module_source, module_time, writable_copy
 
     module, command = GO_PACKAGES[tool.name].split("/cmd/")
     try:
         source = module_source(module, tool.version)
+        # Stamped as its release is (goreleaser's -X main.version/date): a build without a version calls
+        # itself a dev build and wants a webpack dev server for its web UI instead of the embedded one.
+        ldflags = f"-X main.version={tool.version.removeprefix('v')} -X main.date={module_time(module, tool.version)}"
     except GoModuleError as error:
         raise ToolError(f"{tool.name}: {error}") from error
     with tempfile.TemporaryDirectory() as tmp:
         work = writable_copy(source, Path(tmp) / "src", ignore=("node_modules", "vendor"))
-        done = go_build(work, [f"./cmd/{command}"], str(dest / tool.executable))
+        if tool.web_ui:
+            _build_tilt_web_ui(work)
+        done = go_build(work, [f"./cmd/{command}"], str(dest / tool.executable), ldflags=ldflags)
         if done.returncode != 0:
             raise ToolError(f"{tool.name}: go build failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return dest / tool.executable
+
+
+def _build_tilt_web_ui(module_dir: Path) -> None:
+    """Tilt's web UI (web/, React), built as its release is (`make build-js`) and put where the binary
+    embeds it (pkg/assets/build): with the Yarn release the module ships, the lockfile's exact versions
+    (--immutable) from the npm registry, every cache inside the scratch copy. ~3 min, ~1.5 GB."""
+    web = module_dir / "web"
+    yarn = sorted((web / ".yarn" / "releases").glob("yarn-*.cjs"))
+    if not yarn or shutil.which("node") is None:
+        raise ToolError(f"tilt: building its web UI needs Node.js and {web}/.yarn/releases/yarn-*.cjs")
+    env = {
+        **os.environ,
+        "YARN_NPM_REGISTRY_SERVER": os.environ.get("YARN_NPM_REGISTRY_SERVER", "https://registry.npmjs.org"),
+        "YARN_ENABLE_TELEMETRY": "0",
+        "YARN_ENABLE_GLOBAL_CACHE": "false",
+        "YARN_ENABLE_MIRROR": "false",
+        "YARN_GLOBAL_FOLDER": str(web / ".yarn" / "global"),
+        "CI": "true",
+    }
+    for step in (["install", "--immutable"], ["build"]):
+        print(f"tilt: yarn {' '.join(step)} of its web UI (a few minutes, once)", file=sys.stderr, flush=True)
+        done = subprocess.run(["node", str(yarn[-1]), *step], cwd=web, env=env, capture_output=True, text=True,
+                              timeout=1800, check=False)
+        if done.returncode != 0:
+            raise ToolError(f"tilt: yarn {' '.join(step)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+                            f"{done.stderr[-3000:]}")
+    shutil.copytree(web / "build", module_dir / "pkg" / "assets" / "build", dirs_exist_ok=True)
 
 
 #: The registry: add a tool here (monitoring: promtool; cluster: tilt, actionlint, ...).
@@ -203,7 +242,10 @@ TOOLS: dict[str, Tool] = {
     # Cluster: workflow lint and Tiltfile evaluation, built from their Go modules (the proxy serves
     # tilt v0.33.21 with a verified checksum; later tilt tags are missing from sum.golang.org here).
     "actionlint": Tool("actionlint", "v1.7.12", _install_go_tool, "actionlint", ("-version",)),
-    "tilt": Tool("tilt", "v0.33.21", _install_go_tool_with_replaces, "tilt", ("version",)),
+    # tilt: what developers run (`tilt up`, `make tilt-test`), its web UI built and embedded as in a release.
+    # tilt-headless: the same Tilt without the UI (~3 min of yarn less), for make test's Tiltfile evaluation.
+    "tilt": Tool("tilt", "v0.33.21", _install_go_tool_with_replaces, "tilt", ("version",), web_ui=True),
+    "tilt-headless": Tool("tilt-headless", "v0.33.21", _install_go_tool_with_replaces, "tilt", ("version",)),
 }
 
 
@@ -212,14 +254,14 @@ def tool_path(name: str) -> Path:
     if name not in TOOLS:
         raise ToolError(f"unknown tool {name!r}; known: {', '.join(sorted(TOOLS))}")
     tool = TOOLS[name]
-    home = TOOLS_DIR / tool.name / tool.version
+    home = tool.home
     executable = home / tool.executable
     if executable.exists():
         return executable
     home.parent.mkdir(parents=True, exist_ok=True)
     # One installer at a time (pytest-xdist workers may ask together); uv tools record absolute paths,
     # so everything installs in place and a failed install is removed whole.
-    with open(home.parent / f".{tool.version}.lock", "w") as lock:
+    with open(home.parent / f".{home.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if executable.exists():
             return executable

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.timeout(1800)
 
 @functools.lru_cache(maxsize=4)
 def _tiltfile_result(*tilt_args: str) -> dict[str, Any]:
-    tilt = tool_path("tilt")
+    tilt = tool_path("tilt-headless")  # evaluation only: no web UI needed
     helm_dir = helm_binary("helm3").parent  # Tilt runs `helm template` from PATH
     env = {
         **os.environ,
@@ -231,3 +231,23 @@ def test_keda_flag_installs_pinned_keda_before_the_scaled_objects(keda_result: d
     scaled = [o for o in k8s_objects(by_name["config"]) if o["kind"] == "ScaledObject"]
     assert {o["metadata"]["labels"]["celery-stack.io/pool"] for o in scaled} == set(WORKER_POOLS)
     assert by_name["config"]["ResourceDependencies"] == ["keda"]
+
+
+def test_dev_credentials_are_generated_once_and_wired_into_the_chart(result: dict[str, Any]) -> None:
+    """`helm template` cannot keep the chart's generated Secrets: the Tiltfile keeps its own (.local/)."""
+    config = manifests(result)["config"]
+    secrets = {o["metadata"]["name"]: o["stringData"] for o in k8s_objects(config) if o["kind"] == "Secret"
+               and "stringData" in o}
+    assert set(secrets["celery-stack-dev-app"]) == {"DJANGO_SECRET_KEY", "API_TOKEN"}
+    assert set(secrets["celery-stack-dev-credentials"]) == {"flower-password", "redis-password", "postgres-password"}
+    # A second evaluation (what every `tilt up` and Tiltfile edit does) renders the same values.
+    again = manifests(_tiltfile_result.__wrapped__())["config"]
+    assert [o for o in k8s_objects(again) if o["kind"] == "Secret"] == [
+        o for o in k8s_objects(config) if o["kind"] == "Secret"]
+    web = next(o for m in result["Manifests"] for o in k8s_objects(m) if o["kind"] == "Deployment"
+               and o["metadata"]["name"] == "celery-stack-web")
+    env_from = [e["secretRef"]["name"] for c in web["spec"]["template"]["spec"]["containers"]
+                for e in c.get("envFrom", []) if "secretRef" in e]
+    assert "celery-stack-dev-app" in env_from
+    assert not any(o["kind"] == "Secret" and o["metadata"]["name"] == "celery-stack-app"
+                   for m in result["Manifests"] for o in k8s_objects(m)), "the chart's own app Secret is not rendered"
