@@ -226,3 +226,29 @@ def test_messages_a_stock_client_sent_with_a_priority_are_adopted(redis_url: str
                 connection.drain_events(timeout=scaled(10))
     assert got == [{"n": 1}, {"n": 2}]
     assert not redis_client.exists(f"{queue}\x06\x163")
+
+
+def test_a_channel_closed_while_redis_was_down_has_its_landing_list_returned_by_the_next(
+        redis_url: str, redis_client: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery reconnects with a new channel: it gives back what the lost one had taken, without waiting
+    out the visibility timeout (the broker-restart fault)."""
+    queue = f"landing-{uuid.uuid4().hex[:8]}"
+    options = _options()
+    with Connection(redis_url, transport=redis_transport.Transport, transport_options=options) as connection:
+        lost = connection.channel()
+        landing = lost._landing_for(lost._key(queue))
+        redis_client.lpush(landing, b'{"taken": "before the loss"}')
+
+        def unreachable(*args: Any, **kwargs: Any) -> Any:
+            raise redis_lib.ConnectionError("Error 111 connecting: Connection refused.")
+
+        monkeypatch.setattr(lost, "_give_back", unreachable)
+        lost.close()
+        assert redis_client.llen(landing) == 1 and redis_client.llen(queue) == 0
+        monkeypatch.undo()
+        reconnected = connection.channel()
+        reconnected._landing_for(reconnected._key(queue))  # its first BLMOVE registers a landing list
+        assert redis_client.lrange(queue, 0, -1) == [b'{"taken": "before the loss"}']
+        assert not redis_client.exists(landing)
+        assert not redis_client.zscore(f"{options['unacked_key']}_landing", landing)
+        reconnected.close()

@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 SCHEMES = ("redis", "rediss")
 #: Seconds between a consuming channel's renewals of its landing list's registration.
 LANDING_HEARTBEAT = 5.0
+#: (registry, landing list, source) of channels of this process that closed while Redis was unreachable:
+#: the next channel here (Celery's, after it reconnected) gives them back at once instead of leaving them
+#: to other workers' sweeps, which wait out the visibility timeout.
+_UNRETURNED: set[tuple[str, str, str]] = set()
 LANDING_NOTE = ("this channel reads %d list keys (%s): BLMOVE takes one, so it uses kombu's BRPOP, which can "
                 "lose the message being delivered if the worker is killed at that moment")
 
@@ -169,6 +173,7 @@ class Channel(kombu_redis.Channel):
         landing, registered = self._landings.get(source, ("", 0.0))
         if not landing:
             landing = self._key(f"{self.unacked_key}_landing:{self._landing_id}:{source}")
+            self._return_unreturned()
         now = time.monotonic()
         if now - registered >= LANDING_HEARTBEAT:
             # Before the BLMOVE is sent: a sweep that saw the old score finds this one and leaves it.
@@ -236,17 +241,28 @@ class Channel(kombu_redis.Channel):
         landed, self._landed = self._landed, None
         return landed
 
-    def _give_back(self, landing: str, source: str, *, dead_before: float | None = None) -> int:
+    def _give_back(self, landing: str, source: str, *, dead_before: float | None = None,
+                   registry: str | None = None) -> int:
         """Move a landing list back to its queue and unregister it; with ``dead_before``, only if its
         channel did not renew it since. Returns how many messages moved (-1: it was renewed)."""
         ceiling = "" if dead_before is None else repr(dead_before)
-        moved = int(self._script(GIVE_BACK)(keys=[self.landing_registry, landing, source], args=[ceiling]))
-        if dead_before is None:
+        keys = [registry or self.landing_registry, landing, source]
+        moved = int(self._script(GIVE_BACK)(keys=keys, args=[ceiling]))
+        if dead_before is None and registry is None:
             self._landings.pop(source, None)  # unregistered: the next BLMOVE registers it again
         return moved
 
+    def _return_unreturned(self) -> None:
+        for registry, landing, source in list(_UNRETURNED):
+            moved = self._give_back(landing, source, registry=registry)
+            _UNRETURNED.discard((registry, landing, source))
+            if moved > 0:
+                logger.warning("restored %d message(s) taken just before the connection was lost, from %s",
+                               moved, source)
+
     def restore_dead_landings(self) -> None:
         """Give back the landing lists of channels silent for longer than the visibility timeout."""
+        self._return_unreturned()
         dead_before = time.time() - self.visibility_timeout
         client = self._plain()
         prefix = self._key(f"{self.unacked_key}_landing:")
@@ -284,8 +300,8 @@ class Channel(kombu_redis.Channel):
         for source, (landing, _) in list(self._landings.items()):
             try:
                 self._give_back(landing, source)
-            except self.connection_errors:  # the sweep of a live worker gives it back later
-                logger.debug("could not give back %s on close", landing, exc_info=True)
+            except self.connection_errors:  # the next channel of this process gives it back
+                _UNRETURNED.add((self.landing_registry, landing, source))
         self._landings.clear()
         super().close()
 
