@@ -109,12 +109,17 @@ CLUSTER_ENV ?= /var/lib/celery-stack-cluster/env.sh
 TILT_NAMESPACE ?= celery-stack-tilt
 .PHONY: tilt-up tilt-ci tilt-test
 
+TILT_BUILD = PYTHONPATH=. $(UV) run --frozen python -m tests.support.tools tilt >/dev/null
+
 tilt-up: bootstrap ## `tilt up` against the local cluster (after `make cluster-up`)
+	$(TILT_BUILD)
 	. $(CLUSTER_ENV) && tilt up
 
 tilt-ci: bootstrap ## `tilt ci` against the local cluster: every resource ready, then exit
+	$(TILT_BUILD)
 	. $(CLUSTER_ENV) && tilt ci
 
 tilt-test: bootstrap ## tilt ci, live update, rebuild on a dependency change and `make flower`, on the local cluster
+	$(TILT_BUILD)
 	. $(CLUSTER_ENV) && K8S_TESTS_REQUIRED=1 K8S_TESTS_TILT=1 K8S_TESTS_NAMESPACE=$(TILT_NAMESPACE) K8S_TESTS_RELEASE=$(RELEASE) \
 	  $(UV) run --frozen pytest k8s-tests/test_tilt.py -m tilt -v

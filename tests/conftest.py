@@ -3,7 +3,9 @@ real Celery workers in subprocesses, started with the same command lines as the 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,26 @@ def pytest_configure(config: pytest.Config) -> None:
     limit = config.getoption("timeout", None) or config.getini("timeout")
     if limit:
         config.option.timeout = scaled(float(limit))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build Tilt (a cold Go build: minutes of CPU) in the background while the first tests run, mostly
+    waiting on their subprocesses, instead of at the end: tests/tilt then finds it built, or waits on
+    the install lock. At lower priority (nice applies to this thread and the go it starts)."""
+    if not any("tests/tilt/" in item.nodeid for item in session.items):
+        return
+    from tests.support.tools import TOOLS, tool_path
+
+    tool = TOOLS["tilt-headless"]
+    if (tool.home / tool.executable).exists():
+        return
+
+    def build() -> None:
+        os.nice(10)
+        with contextlib.suppress(Exception):  # a failure is raised again, with its reason, by the test's call
+            tool_path(tool.name)
+
+    threading.Thread(target=build, name="tilt-build", daemon=True).start()
 
 
 @pytest.fixture(scope="session")

@@ -163,9 +163,10 @@ def install_addons(topology: Topology, image_refs: dict[str, str]) -> None:
 
 
 def shell_env() -> str:
-    from tests.support.tools import helm_binary, tool_path
+    from tests.support.tools import TOOLS, helm_binary
 
-    tools = (kubectl_binary(), helm_binary("helm3"), tool_path("tilt"))
+    # Tilt's directory whether or not it is built yet: `make tilt-*` build it (its web UI takes minutes).
+    tools = (kubectl_binary(), helm_binary("helm3"), TOOLS["tilt"].home / TOOLS["tilt"].executable)
     path = os.pathsep.join(str(tool.parent) for tool in tools)
     return (f"# Written by `make cluster-up`: source it to point kubectl, helm, tilt and docker at the local cluster.\n"
             f"export KUBECONFIG={KUBECONFIG}\n"
@@ -209,7 +210,7 @@ def up() -> Topology:
 The local cluster is up (Kubernetes {version}, node {topology.node_name} at {topology.node_ip}).
   . {SHELL_ENV}     # KUBECONFIG, DOCKER_HOST (its dockerd) and PATH (kubectl, helm, tilt)
   kubectl get pods -A
-  tilt up               # live development: images pushed to its registry {configs.REGISTRY}
+  make tilt-up          # live development (builds Tilt once): images pushed to its registry {configs.REGISTRY}
   make cluster-test     # install the chart (helm v3 and v4) and run k8s-tests against it
   make cluster-down     # stop everything and put the host back as it was
 Project image: {project[0]}:{project[1]} (values-examples/local-cluster.yaml names the others). Logs: {LOGS}
