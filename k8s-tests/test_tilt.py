@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 import requests
+from embedded.network import free_port
+from embedded.process import tail
 
 from k8s_support.api import TaskApi, TaskApiError
 from k8s_support.release import ClusterReader, Release
@@ -45,21 +47,9 @@ RESULT_LINE = 'return {"status": "healthy", "checks": results, "checked_at": now
 APP_RESOURCES = ("web", "worker-high-priority", "worker-default", "worker-low-priority", "beat", "flower")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _tilt_env() -> dict[str, str]:
     path = os.pathsep.join(str(p.parent) for p in (helm_binary("helm3"), tool_path("kubectl")))
     return {**os.environ, "PATH": f"{path}{os.pathsep}{os.environ['PATH']}", "TILT_DISABLE_ANALYTICS": "1"}
-
-
-def _tail(path: Path, lines: int = 60) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +90,10 @@ def test_tilt_ci_brings_every_resource_up(workspace: Path, tilt_args: list[str],
                                           tmp_path: Path) -> None:
     log = tmp_path / "tilt-ci.log"
     with log.open("w") as out:
-        done = subprocess.run([str(tool_path("tilt")), "ci", "--port", str(_free_port()), "--timeout", "25m",
+        done = subprocess.run([str(tool_path("tilt")), "ci", "--port", str(free_port()), "--timeout", "25m",
                                *tilt_args], cwd=workspace, env=_tilt_env(), stdout=out, stderr=subprocess.STDOUT,
                               timeout=30 * 60)
-    assert done.returncode == 0, f"tilt ci exited {done.returncode}:\n{_tail(log, 120)}"
+    assert done.returncode == 0, f"tilt ci exited {done.returncode}:\n{tail(log, 120)}"
     # Built by Tilt, pushed to the registry the cluster announces (KEP-1755), pulled by its containerd.
     images = _registry_images(reader)
     assert len(images) >= len(APP_RESOURCES), f"app Deployments on registry images: {images}"
@@ -111,7 +101,7 @@ def test_tilt_ci_brings_every_resource_up(workspace: Path, tilt_args: list[str],
 
 class TiltUp:
     def __init__(self, workspace: Path, args: list[str], log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.log = log
         self.workspace = workspace
         self._out = log.open("w")
@@ -128,7 +118,7 @@ class TiltUp:
             if done.returncode == 0:
                 return
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"tilt wait: {done.stderr.strip()}\n--- tilt up:\n{_tail(self.log, 120)}")
+                raise AssertionError(f"tilt wait: {done.stderr.strip()}\n--- tilt up:\n{tail(self.log, 120)}")
             time.sleep(2)
 
     def stop(self, args: list[str]) -> None:
@@ -169,7 +159,7 @@ def test_port_forwards_answer(tilt_up: TiltUp, reader: ClusterReader) -> None:
     web, flower = f"http://localhost:{WEB_PORT}/healthz", f"http://localhost:{FLOWER_PORT}/"
     for url in (web, flower):  # Tilt opens its port-forwards once the pods are ready
         wait_for(lambda u=url: requests.get(u, timeout=5).status_code, timeout=60, retry_on=(requests.ConnectionError,),
-                 description=f"{url} (Tilt's port-forward)", diagnostics=lambda: _tail(tilt_up.log))
+                 description=f"{url} (Tilt's port-forward)", diagnostics=lambda: tail(tilt_up.log, 60))
     assert requests.get(web, timeout=5).status_code == 200
     assert requests.get(flower, timeout=10).status_code == 401
     assert requests.get(flower, auth=_flower_login(reader), timeout=10).status_code == 200
@@ -213,12 +203,12 @@ def test_a_task_edit_reaches_the_workers_without_a_rebuild(tilt_up: TiltUp, loca
 
     wait_for(new_code_answers, timeout=180, interval=3, description="health_check to return the edited value",
              retry_on=(TaskApiError, WaitTimeout, requests.ConnectionError),
-             diagnostics=lambda: f"live_update values seen: {seen[-5:]}\n--- tilt up:\n{_tail(tilt_up.log)}")
+             diagnostics=lambda: f"live_update values seen: {seen[-5:]}\n--- tilt up:\n{tail(tilt_up.log, 60)}")
     assert _worker_pods(reader) == before, "live update replaced pods or images: it should only sync files"
 
 
 def test_make_flower_prints_the_login_and_forwards(tilt_up: TiltUp, release: Release, reader: ClusterReader) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**_tilt_env(), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(["make", "--no-print-directory", "flower", f"RELEASE={release.name}",
                                 f"NAMESPACE={release.namespace}", f"FLOWER_PORT={port}"], cwd=ROOT, env=env,
@@ -254,4 +244,4 @@ def test_a_dependency_change_rebuilds_the_image(tilt_up: TiltUp, reader: Cluster
         return all(p.spec.containers[0].image in now.values() for p in reader.pods(reader.release.selector("worker")))
 
     wait_for(rolled_out, timeout=15 * 60, interval=5, description="a new image on every Deployment and worker pod",
-             diagnostics=lambda: f"before: {before}\nnow: {_registry_images(reader)}\n{_tail(tilt_up.log)}")
+             diagnostics=lambda: f"before: {before}\nnow: {_registry_images(reader)}\n{tail(tilt_up.log, 60)}")

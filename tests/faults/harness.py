@@ -202,6 +202,7 @@ class FaultStack:
         import json
 
         import redis
+        from kombu.transport.redis import Channel
 
         client = redis.Redis.from_url(self.valkey.url)
         wanted, places = set(ids), {}
@@ -212,12 +213,12 @@ class FaultStack:
                     task_id = json.loads(raw)["headers"].get("id")
                     if task_id in wanted:
                         places[task_id] = f"queue {key.decode()}"
-            elif key == b"unacked":
+            elif key == Channel.unacked_key.encode():
                 for raw in client.hvals(key):
                     task_id = json.loads(raw)[0]["headers"].get("id")
                     if task_id in wanted:
                         places[task_id] = "unacked"
-        mutex = client.exists("unacked_mutex")
+        mutex = client.exists(Channel.unacked_mutex_key)
         client.close()
         held = dict.fromkeys(places.values(), 0)
         for place in places.values():
