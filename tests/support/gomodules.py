@@ -24,8 +24,8 @@ def go_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "GOFLAGS": "-mod=mod -buildvcs=false", "GOWORK": "off", "GOTOOLCHAIN": "local", **extra}
 
 
-def module_source(module: str, version: str) -> Path:
-    """The module's directory in the Go module cache (downloaded if needed)."""
+def _download(module: str, version: str) -> dict:
+    """`go mod download -json module@version`: Dir (the module cache copy), Info (the proxy's .info), ..."""
     if shutil.which("go") is None:
         raise GoModuleError(f"{module}: Go is not installed (the Go toolchain builds it from its module)")
     out = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], env=go_env(),
@@ -33,17 +33,17 @@ def module_source(module: str, version: str) -> Path:
     info = json.loads(out.stdout or "{}")
     if out.returncode != 0 or "Dir" not in info:
         raise GoModuleError(f"go mod download {module}@{version} failed: {info.get('Error') or out.stderr.strip()}")
-    return Path(info["Dir"])
+    return info
+
+
+def module_source(module: str, version: str) -> Path:
+    """The module's directory in the Go module cache (downloaded if needed)."""
+    return Path(_download(module, version)["Dir"])
 
 
 def module_time(module: str, version: str) -> str:
     """When the version was published (the proxy's .info), e.g. 2024-05-10T18:11:32Z."""
-    out = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], env=go_env(),
-                         capture_output=True, text=True)
-    info = json.loads(out.stdout or "{}")
-    if out.returncode != 0 or "Info" not in info:
-        raise GoModuleError(f"go mod download {module}@{version} failed: {info.get('Error') or out.stderr.strip()}")
-    return json.loads(Path(info["Info"]).read_text())["Time"]
+    return json.loads(Path(_download(module, version)["Info"]).read_text())["Time"]
 
 
 def writable_copy(source: Path, target: Path, *, ignore: tuple[str, ...] = ()) -> Path:
