@@ -63,3 +63,16 @@ def test_containerd_pulls_from_the_local_registry_over_plain_http_on_loopback() 
     assert registry["http"]["addr"] == f"127.0.0.1:{configs.REGISTRY_PORT}", "loopback only"
     assert registry["storage"]["filesystem"]["rootdirectory"] == str(configs.REGISTRY_DATA)
     assert str(configs.REGISTRY_DATA).startswith(str(STATE))
+
+
+def test_the_tiltfile_recognises_this_clusters_context_and_registry() -> None:
+    """The Tiltfile (Starlark, it cannot import this) names the context pki writes into the kubeconfig."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from localcluster import pki
+
+    tiltfile = (Path(__file__).resolve().parents[2] / "Tiltfile").read_text()
+    context = inspect.signature(pki.kubeconfig).parameters["context"].default
+    assert re.search(rf'^LOCAL_CLUSTER_CONTEXT = "{re.escape(context)}"$', tiltfile, re.M), context
