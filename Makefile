@@ -16,8 +16,16 @@ bootstrap: ## Install uv (if missing) and the locked virtual environment
 	  echo "installing uv with pip"; python3 -m pip install --quiet --disable-pip-version-check "uv>=0.13,<0.14"; }
 	@$(UV) sync --frozen --quiet
 
+# `make up WEB_PORT=8080 FLOWER_PORT=5566 METRICS_PORT=9900 READY_TIMEOUT=600`; unset, the stack's defaults
+# (app/portfolio_site/ports.py; mk/cluster.mk reads FLOWER_PORT's from there, `make flower` shares it).
+WEB_PORT ?=
+METRICS_PORT ?=
+READY_TIMEOUT ?=
+UP_ARGS = $(if $(WEB_PORT),--web-port $(WEB_PORT)) $(if $(FLOWER_PORT),--flower-port $(FLOWER_PORT)) \
+          $(if $(METRICS_PORT),--metrics-port $(METRICS_PORT)) $(if $(READY_TIMEOUT),--ready-timeout $(READY_TIMEOUT))
+
 up: bootstrap ## Run the whole stack locally (embedded Valkey + PostgreSQL unless REDIS_URL/DATABASE_URL are set)
-	cd app && $(UV) run --frozen python start_celery_services.py
+	cd app && $(UV) run --frozen python start_celery_services.py $(strip $(UP_ARGS))
 
 test: bootstrap ## Run every test that needs no cluster (tools are bootstrapped into .tools/)
 	$(UV) run --frozen pytest -rs $(PYTEST_ARGS)

@@ -2,13 +2,16 @@
 """Start the whole local stack: Redis (embedded Valkey) and PostgreSQL unless configured, one worker
 per queue, beat, Flower and the web app. Prints the URLs; Ctrl-C or SIGTERM stops everything.
 
-    python start_celery_services.py [--web-port 8000] [--flower-port 5555] [--ready-timeout 300]
+    python start_celery_services.py [--web-port 8000] [--flower-port 5555] [--metrics-port 9808]
+                                    [--ready-timeout 300]
 
 REDIS_URL / DATABASE_URL from the environment are used as they are; without them the embedded
 servers keep their data under .local/ (git-ignored; $LOCAL_STACK_DIR if set) between runs, and are
 started again on the same port if they die. The processes log to logs/processes/ ($LOG_DIR/processes),
 the stack's own lines go to stack.log there as well. Each worker serves its metrics on a port of its
-own ($METRICS_PORT, default 9808, and the next ones; any free port where those are taken).
+own (--metrics-port or $METRICS_PORT, default 9808, and the next ones; any free port where those are taken).
+On its first start the stack creates the admin user ``admin``; its password, the API token and the
+Flower login are generated once and kept in .local/credentials.json, and printed in the ready banner.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from embedded import EmbeddedPostgres, EmbeddedValkey, stack_env
 from embedded.console import Console
@@ -42,20 +47,63 @@ PROGRESS_EVERY = 10.0
 console = Console()
 
 
-def say(message: str) -> None:
-    console.say(message)
+def say(message: str, *, recorded: str | None = None) -> None:
+    console.say(message, recorded=recorded)
+
+
+def credentials_path() -> Path:
+    return LOCAL_DIR / "credentials.json"
+
+
+def new_credentials() -> dict[str, str]:
+    """What the local stack generates once: the API token, the Flower login and the admin's password."""
+    from portfolio_site import environment as env_names
+
+    return {
+        env_names.API_TOKEN: secrets.token_urlsafe(24),
+        env_names.FLOWER_BASIC_AUTH: f"admin:{secrets.token_urlsafe(12)}",
+        env_names.LOCAL_ADMIN_PASSWORD: secrets.token_urlsafe(12),
+    }
 
 
 def local_credentials() -> dict[str, str]:
-    """API token and Flower login for the local stack, generated once and kept in .local/."""
-    path = LOCAL_DIR / "credentials.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    creds = {"API_TOKEN": secrets.token_urlsafe(24), "FLOWER_BASIC_AUTH": f"admin:{secrets.token_urlsafe(12)}"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(creds, indent=2))
-    path.chmod(0o600)
+    """The local stack's credentials, generated once and kept in .local/credentials.json; one that a file
+    written by an older version lacks is added, the others are never changed."""
+    path = credentials_path()
+    creds = json.loads(path.read_text()) if path.exists() else {}
+    missing = {key: value for key, value in new_credentials().items() if key not in creds}
+    if missing:
+        creds.update(missing)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(creds, indent=2))
+        path.chmod(0o600)
     return creds
+
+
+def shown(path: Path) -> str:
+    """A path as the README names it: relative to the repository when inside it."""
+    return str(path.relative_to(REPO_DIR)) if path.is_relative_to(REPO_DIR) else str(path)
+
+
+@contextmanager
+def step(line: str, doing: str, every: float = PROGRESS_EVERY) -> Iterator[None]:
+    """Say ``line`` now, then every ``every`` seconds until the block ends that it is still ``doing``:
+    a long step of a first run (initdb, the migrations) is never a silent one."""
+    say(line)
+    started = time.monotonic()
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        while not done.wait(every):
+            say(f"still {doing} after {time.monotonic() - started:.0f}s")
+
+    thread = threading.Thread(target=heartbeat, name=f"heartbeat: {doing}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def port_free(port: int) -> bool:
@@ -98,13 +146,58 @@ def start_backends(env: dict[str, str], backends: list[EmbeddedValkey | Embedded
     from portfolio_site.environment import DATABASE_URL, REDIS_URL
 
     if not env.get(REDIS_URL):
-        say(f"REDIS_URL not set: starting embedded Valkey (data in {LOCAL_DIR / 'valkey'})")
-        backends.append(EmbeddedValkey(LOCAL_DIR / "valkey").start())
-        env[REDIS_URL] = backends[-1].url
+        valkey = EmbeddedValkey(LOCAL_DIR / "valkey")
+        with step(f"REDIS_URL not set: starting embedded Valkey (data in {shown(valkey.data_dir)})", "starting Valkey"):
+            backends.append(valkey.start())
+        env[REDIS_URL] = valkey.url
     if not env.get(DATABASE_URL):
-        say(f"DATABASE_URL not set: starting embedded PostgreSQL (data in {LOCAL_DIR / 'postgres'})")
-        backends.append(EmbeddedPostgres(LOCAL_DIR / "postgres").start())
-        env[DATABASE_URL] = backends[-1].url
+        postgres = EmbeddedPostgres(LOCAL_DIR / "postgres")
+        first = "" if postgres.initialised else "; first run: initdb creates it"
+        with step(f"DATABASE_URL not set: starting embedded PostgreSQL (data in {shown(postgres.root)}{first})",
+                  "starting PostgreSQL"):
+            backends.append(postgres.start())
+        env[DATABASE_URL] = postgres.url
+
+
+def run_step(argv: list[str], env: dict[str, str]) -> None:
+    """One set-up command (migrate …) with a heartbeat; its last lines of output if it fails."""
+    with step("running " + " ".join(argv[1:]), "running " + " ".join(argv[1:3])):
+        done = subprocess.run(argv, cwd=APP_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    if done.returncode:
+        last = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"{' '.join(argv[1:])} exited with {done.returncode}:\n{last}")
+
+
+class AdminLogin(NamedTuple):
+    user: str
+    #: None when the stack cannot vouch for a password; ``problem`` then says why.
+    password: str | None
+    problem: str = ""
+
+
+def set_up_admin(env: dict[str, str]) -> AdminLogin:
+    """The local admin user (apps.main ensure_local_admin): created on the first start, else only checked."""
+    from django.db import connections
+
+    from apps.main.management.commands.ensure_local_admin import LOCAL_ADMIN_USER, AdminState, ensure_local_admin
+    from portfolio_site.environment import LOCAL_ADMIN_PASSWORD
+
+    password = env[LOCAL_ADMIN_PASSWORD]
+    try:
+        state = ensure_local_admin(password)
+    except Exception as exc:  # e.g. settings with DEBUG off: the stack runs on, without an admin login
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        say(f"admin user not set up: {problem}")
+        return AdminLogin(LOCAL_ADMIN_USER, None, f"not set up: {problem}")
+    finally:
+        connections.close_all()  # this process keeps no database connection while it supervises
+    if state is AdminState.CREATED:
+        say(f"created the admin user {LOCAL_ADMIN_USER!r} (password kept in {shown(credentials_path())})")
+    if state is AdminState.MISMATCH:
+        reset = f"cd app && uv run python manage.py changepassword {LOCAL_ADMIN_USER}"
+        return AdminLogin(LOCAL_ADMIN_USER, None, f"the saved password no longer logs in (changed?); reset: {reset}")
+    return AdminLogin(LOCAL_ADMIN_USER, password)
 
 
 def keep_backends_running(watchdog: Watchdog) -> None:
@@ -126,7 +219,9 @@ class StartupProgress:
         self.pending = pending
         now = time.monotonic()
         if pending and now >= self.next_report:
-            self.next_report = now + self.every
+            # On the grid (10 s, 20 s …): a slow probe does not push every later report back.
+            while self.next_report <= now:
+                self.next_report += self.every
             say(f"still starting after {now - self.started:.0f}s: {', '.join(pending)}")
 
 
@@ -173,20 +268,56 @@ def wait_until_up(*, nodes: dict[str, str], web_port: int, flower_port: int, tim
         raise TimeoutError(f"{exc}; not answering: {', '.join(progress.pending)}") from None
 
 
-def print_banner(env: dict[str, str], args: argparse.Namespace, nodes: dict[str, str], ports: dict[str, int],
-                 log_dir: Path) -> None:
-    from apps.main.queues import WORKER_POOLS
+def local_urls(web_port: int, flower_port: int, metrics: dict[str, int]) -> dict[str, str]:
+    """The stack's URLs for the web process (its landing page links them) and for stack.env."""
+    from portfolio_site import environment as env_names
 
-    flower_user = env["FLOWER_BASIC_AUTH"].split(",")[0].split(":")[0]
+    return {
+        env_names.WEB_URL: f"http://127.0.0.1:{web_port}/",
+        env_names.FLOWER_URL: f"http://127.0.0.1:{flower_port}/",
+        env_names.WORKER_METRICS_URLS: ",".join(f"{name}=http://127.0.0.1:{port}/metrics"
+                                                for name, port in metrics.items()),
+    }
+
+
+def print_banner(env: dict[str, str], admin: AdminLogin, nodes: dict[str, str], ports: dict[str, int],
+                 log_dir: Path) -> None:
+    from apps.main.landing import API_DOCS_PATH
+    from apps.main.queues import WORKER_POOLS
+    from portfolio_site import environment as env_names
+
+    web = env[env_names.WEB_URL]
+    flower_user, _, flower_password = env[env_names.FLOWER_BASIC_AUTH].split(",")[0].partition(":")
+    admin_login = f"user {admin.user}  password {admin.password}" if admin.password else \
+        f"user {admin.user}: {admin.problem}"
+    rows = [
+        ("web", web, "start here: links to every page below"),
+        ("admin", f"{web}admin/", admin_login),
+        ("API docs", f"{web}{API_DOCS_PATH.lstrip('/')}", f"Bearer token: {env_names.API_TOKEN} in stack.env"),
+        ("flower", env[env_names.FLOWER_URL], f"user {flower_user}  password {flower_password}"),
+    ]
+    width = max(len(url) for _, url, _ in rows)
+    # stack.log keeps no password: the terminal shows them, the log says where they are kept
+    secrets_shown = [password for password in (admin.password, flower_password) if password]
     say("the stack is up:")
-    say(f"  web          http://127.0.0.1:{args.web_port}/   (admin at /admin/, API at /api/tasks/<name>/)")
-    say(f"  flower       http://127.0.0.1:{args.flower_port}/   user {flower_user!r}")
-    say(f"  credentials  API token and Flower password in {stack_env.stack_env_path()}")
-    say(f"  broker       {env['REDIS_URL'].split('@')[-1]}")
-    for name, pool in WORKER_POOLS.items():
-        say(f"  worker       {nodes[name]}  queues={','.join(pool.queues)} concurrency={pool.concurrency}"
+    for label, url, note in rows:
+        kept = note
+        for password in secrets_shown:
+            kept = kept.replace(password, f"<in {shown(credentials_path())}>")
+        say(f"  {label:<12} {url:<{width}}  {note}", recorded=f"  {label:<12} {url:<{width}}  {kept}")
+    say(f"  {'credentials':<12} {shown(credentials_path())} (kept across runs), "
+        f"{shown(stack_env.stack_env_path())} (while the stack runs)")
+    say(f"  {'broker':<12} {env[env_names.REDIS_URL].split('@')[-1]}")
+    node_width = max(len(node) for node in nodes.values())
+    queues = {name: f"queues={','.join(pool.queues)} concurrency={pool.concurrency}"
+              for name, pool in WORKER_POOLS.items()}
+    queues_width = max(len(text) for text in queues.values())
+    for name in WORKER_POOLS:
+        say(f"  {'worker':<12} {nodes[name]:<{node_width}}  {queues[name]:<{queues_width}}"
             f"  metrics http://127.0.0.1:{ports[name]}/metrics")
-    say(f"  logs         {log_dir}")
+    say(f"  {'logs':<12} {shown(log_dir)}")
+    say(f"  {'next':<12} make test-celery   one task of each kind, through the workers")
+    say(f"  {'':<12} make check-stack   the verification checklist")
     say("Ctrl-C stops everything.")
 
 
@@ -230,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--web-port", type=int, default=WEB_PORT)
     parser.add_argument("--flower-port", type=int, default=FLOWER_PORT)
+    parser.add_argument("--metrics-port", type=int,
+                        default=env_names.get_int(env_names.METRICS_PORT, WORKER_METRICS_PORT),
+                        help="The first worker's metrics port, the next ones for the others; 0: any free port.")
     parser.add_argument("--ready-timeout", type=float, default=300,
                         help="Seconds to wait for workers, web and Flower to answer (default 300).")
     args = parser.parse_args(argv)
@@ -242,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for port, what in ((args.web_port, "web"), (args.flower_port, "Flower")):
         if not port_free(port):
-            say(f"port {port} for {what} is in use; stop what holds it or pass --{what.lower()}-port")
+            say(f"port {port} for {what} is in use; stop what holds it or choose another: "
+                f"make up {what.upper()}_PORT=… (--{what.lower()}-port)")
             return 2
 
     stopping = threading.Event()
@@ -258,19 +393,20 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = Supervisor(log_dir=log_dir, env=env)
     try:
         start_backends(env, backends)
-        for step in commands.MIGRATE:
-            say("running " + " ".join(step[1:]))
-            subprocess.run(step, cwd=APP_DIR, env=env, check=True, stdout=subprocess.DEVNULL)
+        for argv in commands.MIGRATE:
+            run_step(argv, env)
 
         os.environ.update(env)
         import django
 
         django.setup()
+        admin = set_up_admin(env)
         from apps.main.queues import WORKER_POOLS
 
         host = socket.gethostname()
         nodes = {name: f"{name}@{host}" for name in WORKER_POOLS}
-        ports = metrics_ports(list(WORKER_POOLS), env_names.get_int(env_names.METRICS_PORT, WORKER_METRICS_PORT))
+        ports = metrics_ports(list(WORKER_POOLS), args.metrics_port)
+        env.update(local_urls(args.web_port, args.flower_port, ports))
         for pool_name, pool in WORKER_POOLS.items():
             supervisor.spawn(f"worker-{pool_name}", commands.worker(pool_name, pool), extra_env={
                 env_names.METRICS_PORT: str(ports[pool_name]),
@@ -285,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_until_up(nodes=nodes, web_port=args.web_port, flower_port=args.flower_port,
                       timeout=args.ready_timeout, supervisor=supervisor, watchdog=watchdog, stopping=stopping)
         stack_env.write(env)
-        print_banner(env, args, nodes, ports, supervisor.log_dir)
+        print_banner(env, admin, nodes, ports, supervisor.log_dir)
         return supervise(supervisor, watchdog, stopping)
     except KeyboardInterrupt:
         return 130

@@ -69,7 +69,8 @@ def parse_args() -> argparse.Namespace:
     from portfolio_site.ports import FLOWER_PORT
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flower-url", default=f"http://127.0.0.1:{FLOWER_PORT}")
+    parser.add_argument("--flower-url", default=None,
+                        help=f"Default: FLOWER_URL of the running stack (.local/stack.env), else port {FLOWER_PORT}.")
     parser.add_argument("--timeout", type=float, default=60)
     parser.add_argument("--wait-retry", action="store_true", help="Also wait for the retried attempt to succeed.")
     return parser.parse_args()
@@ -104,7 +105,9 @@ def main() -> int:
     from apps.main.schedule import DEFAULT_SCHEDULE
     from portfolio_site import environment as env
     from portfolio_site.celery import app
+    from portfolio_site.ports import FLOWER_PORT
 
+    flower_url = (args.flower_url or env.get(env.FLOWER_URL) or f"http://127.0.0.1:{FLOWER_PORT}").rstrip("/")
     checks = Checklist()
     print("Celery Stack verification checklist")
 
@@ -130,7 +133,7 @@ def main() -> int:
 
     def flower() -> str:
         try:
-            urllib.request.urlopen(f"{args.flower_url}/api/workers", timeout=5)
+            urllib.request.urlopen(f"{flower_url}/api/workers", timeout=5)
             raise RuntimeError("Flower answered without credentials")
         except urllib.error.HTTPError as exc:
             if exc.code != 401:
@@ -139,7 +142,7 @@ def main() -> int:
         if not credentials:
             return "refuses anonymous requests (set FLOWER_BASIC_AUTH to check the login too)"
         request = urllib.request.Request(
-            f"{args.flower_url}/api/workers",
+            f"{flower_url}/api/workers",
             headers={"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()},
         )
         with urllib.request.urlopen(request, timeout=5) as response:

@@ -1,14 +1,23 @@
-"""The chart's NetworkPolicies: a pod that is not part of the release reaches neither Redis nor PostgreSQL.
+"""The chart's NetworkPolicies on a cluster that enforces them: probe pods try every server port of the release.
 
-Needs a network plugin that enforces NetworkPolicy (kind's kindnet does). The test proves enforcement
-first, with a deny-all policy of its own on a probe server, and skips, saying so, where a connection to
-that server still goes through (the local cluster's CNI bridge: README, "Not on the local cluster").
+- a pod without the release's labels opens the web Service and nothing else (Redis, PostgreSQL, Flower,
+  the workers' and the exporter's metrics);
+- a pod wearing a worker's labels opens Redis and PostgreSQL but not Flower (the labels are what admit);
+- a pod labelled as Prometheus (kube-prometheus-stack's label, the chart's default metrics peer) opens the
+  metrics ports.
+
+Needs a network plugin that enforces NetworkPolicy (kind's kindnet does; the local cluster runs
+kube-network-policies). The test proves enforcement first, with a deny-all policy of its own on a probe
+server, and skips, saying so, where a connection to that server still goes through — unless
+K8S_TESTS_NETWORK_POLICY_ENFORCED=1 (`make cluster-test`): then that is a failure. The same rules are
+evaluated over `helm template` output in tests/chart/test_network_policy.py.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,69 +25,114 @@ from kubernetes.client.exceptions import ApiException
 
 from k8s_support.podexec import marked_json
 from k8s_support.probes import CONNECT, deny_all_ingress, probe_pod
-from k8s_support.release import ClusterReader, Release, service_port
+from k8s_support.release import (
+    COMPONENT_LABEL,
+    INSTANCE_LABEL,
+    NAME_LABEL,
+    ClusterReader,
+    Release,
+    service_port,
+)
 from k8s_support.waiting import wait_for
 
+#: server role, Service port name
+SERVERS = (("web", "http"), ("redis", "redis"), ("postgresql", "postgresql"), ("flower", "http"),
+           ("worker", "metrics"), ("exporter", "metrics"))
 
-@pytest.mark.timeout(600)
-def test_pods_outside_the_release_cannot_reach_redis_or_postgresql(
-    api_client: Any, core: Any, reader: ClusterReader, release: Release, dump: Callable[[], str]
-) -> None:
-    """values-examples/kind.yaml enables networkPolicy: only the release's pods (and KEDA's operator) may open
-    Redis, only the release's pods PostgreSQL. A stranger pod can open the web Service (no policy there:
-    the probe itself works) but neither of the two."""
-    from kubernetes import client
 
-    networking = client.NetworkingV1Api(api_client)
-    namespace = release.namespace
-    policies = networking.list_namespaced_network_policy(namespace, label_selector=release.selector()).items
-    if not policies:
-        pytest.skip("the release renders no NetworkPolicy (networkPolicy.enabled is false in its values)")
+class Probes:
+    """Probe pods of one test, deleted at the end."""
 
-    suffix = uuid.uuid4().hex[:6]
-    image = reader.one_deployment("web").spec.template.spec.containers[0].image
-    server, probe, policy = f"k8s-tests-np-server-{suffix}", f"k8s-tests-np-client-{suffix}", f"k8s-tests-np-{suffix}"
-    targets = {
-        name: f"{reader.service(name).metadata.name}:{service_port(reader.service(name), port)}"
-        for name, port in (("web", "http"), ("redis", "redis"), ("postgresql", "postgresql"))
-    }
-    try:
-        networking.create_namespaced_network_policy(namespace, deny_all_ingress(policy, f"server-{suffix}"))
-        core.create_namespaced_pod(namespace, probe_pod(server, image, f"server-{suffix}",
-                                                        ["python", "-m", "http.server", "8080"]))
+    def __init__(self, core: Any, namespace: str, image: str, dump: Callable[[], str]) -> None:
+        self.core, self.namespace, self.image, self.dump = core, namespace, image, dump
+        self.suffix = uuid.uuid4().hex[:6]
+        self.created: list[str] = []
 
-        def server_ip() -> str | None:
-            pod = core.read_namespaced_pod(server, namespace)
-            return pod.status.pod_ip if pod.status.phase == "Running" else None
+    def _wait(self, name: str, condition: Callable[[Any], Any], what: str) -> Any:
+        return wait_for(lambda: condition(self.core.read_namespaced_pod(name, self.namespace)), timeout=180,
+                        interval=2, description=f"probe {name} {what}", diagnostics=self.dump)
 
-        ip = wait_for(server_ip, timeout=180, interval=2, description=f"probe server {server} to run",
-                      diagnostics=dump)
-        guarded = f"{ip}:8080"
-        core.create_namespaced_pod(namespace, probe_pod(probe, image, f"client-{suffix}",
-                                                        ["python", "-c", CONNECT, guarded, *targets.values()]))
+    def server(self, role: str) -> str:
+        name = f"k8s-tests-np-server-{self.suffix}"
+        self.core.create_namespaced_pod(self.namespace, probe_pod(name, self.image, role,
+                                                                  ["python", "-m", "http.server", "8080"]))
+        self.created.append(name)
+        return self._wait(name, lambda pod: pod.status.pod_ip if pod.status.phase == "Running" else None,
+                          "to run")
 
-        def finished() -> str | None:
-            phase = core.read_namespaced_pod(probe, namespace).status.phase
-            return phase if phase in ("Succeeded", "Failed") else None
+    def connect(self, who: str, targets: list[str], labels: dict[str, str] | None = None) -> dict[str, str]:
+        """{target: "open" | the error} as seen from a new pod carrying ``labels``."""
+        name = f"k8s-tests-np-{who}-{self.suffix}"
+        self.core.create_namespaced_pod(self.namespace, probe_pod(name, self.image, f"client-{self.suffix}",
+                                                                  ["python", "-c", CONNECT, *targets], labels))
+        self.created.append(name)
+        phase = self._wait(name, lambda pod: pod.status.phase if pod.status.phase in ("Succeeded", "Failed")
+                           else None, "to finish")
+        log = self.core.read_namespaced_pod_log(name, self.namespace)
+        assert phase == "Succeeded", f"probe {name} {phase}: {log}"
+        return marked_json(log, "PROBE=")
 
-        phase = wait_for(finished, timeout=180, interval=2, description=f"probe client {probe} to finish",
-                         diagnostics=dump)
-        log = core.read_namespaced_pod_log(probe, namespace)
-        assert phase == "Succeeded", f"probe client {probe} {phase}: {log}"
-        seen = marked_json(log, "PROBE=")
-    finally:
-        for delete in (lambda: core.delete_namespaced_pod(probe, namespace, grace_period_seconds=0),
-                       lambda: core.delete_namespaced_pod(server, namespace, grace_period_seconds=0),
-                       lambda: networking.delete_namespaced_network_policy(policy, namespace)):
+    def delete(self) -> None:
+        for name in self.created:
             try:
-                delete()
+                self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
             except ApiException as exc:
                 if exc.status != 404:
                     raise
 
-    assert seen[targets["web"]] == "open", f"the probe could not even open the web Service: {seen}"
+
+@pytest.fixture
+def probes(core: Any, reader: ClusterReader, release: Release, dump: Callable[[], str]) -> Iterator[Probes]:
+    image = reader.one_deployment("web").spec.template.spec.containers[0].image
+    made = Probes(core, release.namespace, image, dump)
+    yield made
+    made.delete()
+
+
+def _enforced_or_skip(networking: Any, probes: Probes) -> None:
+    """A deny-all policy of the test's own on a probe server: if a stranger still opens it, nothing enforces."""
+    policy = f"k8s-tests-np-{probes.suffix}"
+    networking.create_namespaced_network_policy(probes.namespace, deny_all_ingress(policy, f"server-{probes.suffix}"))
+    try:
+        guarded = f"{probes.server(f'server-{probes.suffix}')}:8080"
+        seen = probes.connect("enforced", [guarded])
+    finally:
+        networking.delete_namespaced_network_policy(policy, probes.namespace)
     if seen[guarded] == "open":
+        assert os.environ.get("K8S_TESTS_NETWORK_POLICY_ENFORCED") != "1", (
+            f"K8S_TESTS_NETWORK_POLICY_ENFORCED=1 but a deny-all policy did not stop a connection: {seen}")
         pytest.skip("the cluster's network plugin does not enforce NetworkPolicy: a deny-all policy did not stop a "
                     f"connection to a probe pod ({seen}); run this on kind (kindnet enforces them)")
-    opened = {name: seen[targets[name]] for name in ("redis", "postgresql") if seen[targets[name]] == "open"}
-    assert not opened, f"a pod outside the release opened {sorted(opened)} despite the chart's NetworkPolicies: {seen}"
+
+
+@pytest.mark.timeout(900)
+def test_only_the_roles_that_use_a_server_reach_it(
+    api_client: Any, reader: ClusterReader, release: Release, probes: Probes
+) -> None:
+    from kubernetes import client
+
+    networking = client.NetworkingV1Api(api_client)
+    if not networking.list_namespaced_network_policy(release.namespace, label_selector=release.selector()).items:
+        pytest.skip("the release renders no NetworkPolicy (networkPolicy.enabled is false in its values)")
+    _enforced_or_skip(networking, probes)
+
+    targets = {}
+    for role, port in SERVERS:
+        service = reader.service(role)
+        targets[(role, port)] = f"{service.metadata.name}:{service_port(service, port)}"
+    everything = list(targets.values())
+    web_labels = reader.one_deployment("web").spec.template.metadata.labels
+    release_labels = {key: web_labels[key] for key in (NAME_LABEL, INSTANCE_LABEL)}
+
+    stranger = probes.connect("stranger", everything)
+    worker = probes.connect("worker", everything, {**release_labels, COMPONENT_LABEL: "worker"})
+    prometheus = probes.connect("prometheus", everything, {"app.kubernetes.io/name": "prometheus"})
+
+    def opened(seen: dict[str, str]) -> set[tuple[str, str]]:
+        return {server for server, target in targets.items() if seen[target] == "open"}
+
+    assert opened(stranger) == {("web", "http")}, f"a pod without the release's labels: {stranger}"
+    assert opened(worker) == {("web", "http"), ("redis", "redis"), ("postgresql", "postgresql")}, (
+        f"a pod with a worker's labels: {worker}")
+    assert opened(prometheus) == {("web", "http"), ("worker", "metrics"), ("exporter", "metrics")}, (
+        f"a pod labelled as Prometheus: {prometheus}")

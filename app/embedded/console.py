@@ -20,11 +20,12 @@ class Console:
         self.prefix = prefix
         self.stdout_gone = False
 
-    def say(self, message: str) -> None:
-        """Print and record one line; never raises, whatever stdout or the disk does."""
+    def say(self, message: str, *, recorded: str | None = None) -> None:
+        """Print and record one line; never raises, whatever stdout or the disk does. ``recorded``: what the
+        log file gets instead (a line showing a password on the terminal names where it is kept instead)."""
         line = f"{self.prefix}{message}"
         self._print(line)
-        self._record(line)
+        self._record(line if recorded is None else f"{self.prefix}{recorded}")
 
     def _print(self, line: str) -> None:
         if self.stdout_gone:

@@ -47,6 +47,11 @@ class EmbeddedPostgres:
     def log_path(self) -> Path:
         return self.root / "postgres.log"
 
+    @property
+    def initialised(self) -> bool:
+        """Whether the data directory exists (else start() runs initdb first: the first run)."""
+        return (self.pgdata / "PG_VERSION").exists()
+
     def _bin(self, name: str) -> str:
         return str(_bin_dir() / name)
 
@@ -88,7 +93,7 @@ class EmbeddedPostgres:
         self.root.mkdir(parents=True, exist_ok=True)
         self.password  # noqa: B018 — create the secret before dropping privileges
         as_user = self._run_as()
-        if not (self.pgdata / "PG_VERSION").exists():
+        if not self.initialised:
             self._initdb(as_user)
         if self._pid_alive():
             raise RuntimeError(f"a PostgreSQL server already runs on {self.pgdata}")

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-SHARED_KEYS = ("REDIS_URL", "DATABASE_URL", "API_TOKEN", "FLOWER_BASIC_AUTH", "APP_DATA_DIR")
+SHARED_KEYS = ("REDIS_URL", "DATABASE_URL", "API_TOKEN", "FLOWER_BASIC_AUTH", "APP_DATA_DIR", "LOCAL_ADMIN_PASSWORD",
+               "WEB_URL", "FLOWER_URL", "WORKER_METRICS_URLS")
 
 NO_STACK = "no stack running — start `make up` first"
 #: Exit code of a command that needs the stack and finds none.

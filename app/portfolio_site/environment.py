@@ -44,6 +44,14 @@ BACKUP_DIR = "BACKUP_DIR"
 LOG_DIR = "LOG_DIR"
 #: The local stack's state (stack.env, generated credentials, embedded servers' data); default <repo>/.local.
 LOCAL_STACK_DIR = "LOCAL_STACK_DIR"
+#: The local stack's URLs of its web app and Flower (default http://127.0.0.1:<port>/ of ports.py) and its
+#: workers' metrics endpoints (``pool=url``, comma separated): the development landing page links them, and
+#: the commands run in another terminal read them from stack.env.
+WEB_URL = "WEB_URL"
+FLOWER_URL = "FLOWER_URL"
+WORKER_METRICS_URLS = "WORKER_METRICS_URLS"
+#: The local stack's admin password (user ``admin``), generated on its first start; never read in production.
+LOCAL_ADMIN_PASSWORD = "LOCAL_ADMIN_PASSWORD"
 
 #: Beat's Redis lease: seconds a lease lives without renewal.
 BEAT_LEASE_TTL = "BEAT_LEASE_TTL"

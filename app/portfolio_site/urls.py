@@ -3,9 +3,12 @@ from django.urls import include, path
 
 from apps.main import health
 from apps.main.api.errors import api_route_not_found
+from apps.main.landing import landing
 from apps.main.metrics.web import metrics_view
 
 urlpatterns = [
+    # Development only (DEBUG): links to the local stack's pages; else the JSON 404 below.
+    path("", landing, name="landing"),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -26,12 +26,14 @@ print("PROBE=" + json.dumps(result), flush=True)
 """
 
 
-def probe_pod(name: str, image: str, role: str, args: Sequence[str]) -> dict[str, Any]:
-    """A one-container pod running ``args`` in ``image`` as an unprivileged user on a read-only root."""
+def probe_pod(name: str, image: str, role: str, args: Sequence[str],
+              labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A one-container pod running ``args`` in ``image`` as an unprivileged user on a read-only root;
+    ``labels`` (e.g. a release role's, to show what the labels alone open) besides its probe label."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": {PROBE_LABEL: role}},
+        "metadata": {"name": name, "labels": {**(labels or {}), PROBE_LABEL: role}},
         "spec": {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 #: The chart's labels (charts/celery-stack/templates/_helpers.tpl).
+NAME_LABEL = "app.kubernetes.io/name"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 POOL_LABEL = "celery-stack.io/pool"

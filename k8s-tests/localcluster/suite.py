@@ -5,6 +5,9 @@ release the whole k8s-tests suite runs against (it upgrades, disrupts and finall
 installs use `--wait` with the chart's defaults plus the kind and local-cluster values, report how long
 they took to be Ready, and run `helm test --logs`. A failure prints the namespace's pods, events and
 log tails.
+
+Each namespace is made first with the Pod Security Standard `restricted` enforced, so an install that
+succeeds proves every pod of the chart passes it (k8s-tests/test_pod_security.py must run, not skip).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from localcluster.progress import say, step
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "celery-stack"
 VALUES = ("values-examples/kind.yaml", "values-examples/local-cluster.yaml")
+#: Pod Security admission labels of the suite's namespaces (https://kubernetes.io/docs/concepts/security/pod-security-admission/)
+POD_SECURITY_LEVEL = "restricted"
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,15 @@ def _environment(run: Run) -> dict[str, str]:
         "K8S_TESTS_NAMESPACE": run.namespace,
         "K8S_TESTS_VALUES": ",".join(VALUES),
         "K8S_TESTS_HELM": str(_helm(run)),
+        # what this cluster guarantees: the test of it fails instead of skipping
+        "K8S_TESTS_POD_SECURITY": POD_SECURITY_LEVEL,
     }
+
+
+def namespace_manifest(name: str) -> str:
+    labels = "".join(f"\n    pod-security.kubernetes.io/{mode}: {POD_SECURITY_LEVEL}"
+                     for mode in ("enforce", "audit", "warn"))
+    return f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:{labels}\n"
 
 
 def diagnostics(namespace: str) -> str:
@@ -82,8 +95,9 @@ def install(run: Run) -> float:
     argv = [str(_helm(run)), "upgrade", "--install", run.release, str(CHART), "--namespace", run.namespace,
             "--create-namespace", *[a for v in VALUES for a in ("-f", str(ROOT / v))],
             "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--wait", "--timeout", "10m"]
+    kubectl("apply", "-f", "-", input_text=namespace_manifest(run.namespace))
     began = time.monotonic()
-    with step(f"{run.helm}: helm install --wait {run.release} -n {run.namespace}"):
+    with step(f"{run.helm}: helm install --wait {run.release} -n {run.namespace} (pod security {POD_SECURITY_LEVEL})"):
         result = subprocess.run(argv, env=_environment(run), capture_output=True, text=True)
         if result.returncode != 0:
             print(result.stdout + result.stderr, diagnostics(run.namespace), sep="\n", file=sys.stderr)

@@ -1,11 +1,14 @@
 """``start_celery_services.py`` (``make up``) as a developer runs it: the whole stack comes up, the
 verification checklist and ``manage.py test_celery`` pass against it, each worker serves metrics on a
-port of its own, a killed embedded server is started again, and SIGTERM or SIGINT stops it with no
-process left behind, even when the reader of its stdout is gone. State and logs go to temporary
-directories (LOCAL_STACK_DIR, LOG_DIR), never to a developer's .local/ or logs/."""
+port of its own, the landing page links every page and the banner's admin login logs in, a killed
+embedded server is started again, and SIGTERM or SIGINT stops it with no process left behind, even when
+the reader of its stdout is gone. State and logs go to temporary directories (LOCAL_STACK_DIR, LOG_DIR),
+never to a developer's .local/ or logs/."""
 
 from __future__ import annotations
 
+import http.cookiejar
+import json
 import os
 import re
 import signal
@@ -16,12 +19,15 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import psutil
 import pytest
 import redis
+import start_celery_services
 
+from apps.main.landing import API_DOCS_PATH
+from apps.main.management.commands.ensure_local_admin import LOCAL_ADMIN_USER
 from apps.main.management.commands.test_celery import sample_calls
 from apps.main.queues import WORKER_POOLS
 from embedded import EmbeddedPostgres, EmbeddedValkey, stack_env
@@ -181,6 +187,43 @@ def assert_each_worker_serves_its_own_metrics(stack: Stack) -> None:
         assert served == set(pool.queues), (name, served)
 
 
+def banner_admin_login(output: str) -> tuple[str, str, str]:
+    """(admin URL, user, password) from the banner's admin line."""
+    found = re.search(r"^\[stack\]\s+admin\s+(http://\S+)\s+user (\S+)\s+password (\S+)$", output, re.MULTILINE)
+    assert found, output
+    return found.group(1), found.group(2), found.group(3)
+
+
+def admin_logs_in(admin_url: str, user: str, password: str) -> bool:
+    """Django's admin login form, as a browser submits it: True if it lands on the admin index."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    login_url = f"{admin_url}login/?next=/admin/"
+    with opener.open(login_url, timeout=10) as response:
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', response.read().decode())
+    assert token, "no CSRF token on the admin login page"
+    form = urlencode({"csrfmiddlewaretoken": token.group(1), "username": user, "password": password,
+                      "next": "/admin/"})
+    with opener.open(urllib.request.Request(login_url, data=form.encode()), timeout=10) as response:
+        page = response.read().decode()
+        return urlsplit(response.url).path == "/admin/" and "Site administration" in page
+
+
+def assert_first_hour_pages(stack: Stack) -> None:
+    """The landing page links the admin, the API docs, Flower, every metrics endpoint and the readiness
+    probe; the admin login the banner prints logs in, and a wrong password does not."""
+    web = f"http://127.0.0.1:{stack.web_port}/"
+    with urllib.request.urlopen(web, timeout=10) as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/html")
+        links = set(re.findall(r'href="([^"]+)"', response.read().decode()))
+    expected = {"/admin/", API_DOCS_PATH, "/api/schema/", f"http://127.0.0.1:{stack.flower_port}/", "/metrics",
+                "/readyz", *banner_metrics_urls(stack.output.text()).values()}
+    assert expected <= links, links
+    admin_url, user, password = banner_admin_login(stack.output.text())
+    assert (admin_url, user) == (f"{web}admin/", LOCAL_ADMIN_USER)
+    assert admin_logs_in(admin_url, user, password)
+    assert not admin_logs_in(admin_url, user, password + "x")
+
+
 def assert_no_port_clash_logged(log_root: Path) -> None:
     clashes = [f"{path}: {line}" for path in sorted(log_root.rglob("*.log"))
                for line in path.read_text(errors="replace").splitlines() if "Address already in use" in line]
@@ -225,6 +268,7 @@ def test_stack_on_given_servers_passes_the_checklist_and_stops_on_sigterm(
 
             assert_test_celery_passes(env, "--task=all")
             assert_each_worker_serves_its_own_metrics(stack)
+            assert_first_hour_pages(stack)
         finally:
             code = stop_stack(stack, signal.SIGTERM)
         assert_stopped_cleanly(stack, code)
@@ -286,7 +330,19 @@ def test_stack_with_embedded_servers_restarts_them_when_killed_and_gives_up_in_o
     try:
         text = stack.output.text()
         assert "REDIS_URL not set: starting embedded Valkey" in text
+        # A first run (empty LOCAL_STACK_DIR): says initdb runs, and creates the admin with the saved password.
         assert "DATABASE_URL not set: starting embedded PostgreSQL" in text
+        assert "; first run: initdb creates it)" in text
+        assert f"[stack] created the admin user {LOCAL_ADMIN_USER!r}" in text
+        saved = json.loads((tmp_path / "local" / "credentials.json").read_text())
+        assert banner_admin_login(text)[2] == saved[env_names.LOCAL_ADMIN_PASSWORD]
+        # The terminal shows the passwords; the stack's log file names where they are kept instead.
+        stack_log = (tmp_path / "logs" / "processes" / "stack.log").read_text()
+        flower_password = saved[env_names.FLOWER_BASIC_AUTH].partition(":")[2]
+        assert flower_password in text
+        for secret in (saved[env_names.LOCAL_ADMIN_PASSWORD], flower_password):
+            assert secret not in stack_log
+        assert "password <in " in stack_log, stack_log[-2000:]
         names = {p.name() for p in stack.children}
         assert {"valkey-server", "postgres"} <= names, names
         assert (tmp_path / "local" / "postgres" / "pgdata" / "PG_VERSION").exists()
@@ -423,3 +479,23 @@ def test_watchdog_gives_up_on_a_server_that_cannot_start_again(tmp_path: Path) -
             with pytest.raises(ServerLost, match=r"^embedded Valkey exited \(signal 9\) and could not be restarted "
                                                  r"\(timed out after 2s waiting for Valkey to start again on port"):
                 Watchdog([valkey], restart_timeout=2).check()
+
+
+# --- no silent start ----------------------------------------------------------------------------
+
+
+def test_a_long_start_up_step_says_every_few_seconds_that_it_is_still_running(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """initdb and the migrations of a first run take a while: the step's line, then a heartbeat."""
+    said: list[str] = []
+
+    def heartbeats() -> int:
+        said.extend(capsys.readouterr().out.splitlines())
+        return sum(line.startswith("[stack] still migrating after ") for line in said)
+
+    with start_celery_services.step("running manage.py migrate --noinput", "migrating", every=0.05):
+        wait_until(lambda: heartbeats() >= 2, timeout=scaled(10), what="two heartbeat lines")
+    assert said[0] == "[stack] running manage.py migrate --noinput"
+    count = heartbeats()
+    assert heartbeats() == count  # the heartbeat ends with the step

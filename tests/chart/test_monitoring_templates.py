@@ -56,3 +56,46 @@ def test_grafana_dashboards_configmap() -> None:
     cm = one(render_chart(values), "ConfigMap", f"{N}-dashboards")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert set(cm["data"]) == {p.name for p in dashboards}
+
+
+# --- one `job` label for the celery-mixin (docs/metrics.md) --------------------------------------------------
+
+ENDPOINTS = {"ServiceMonitor": "endpoints", "PodMonitor": "podMetricsEndpoints"}
+
+
+def monitor_jobs(manifests: list[dict]) -> dict[str, set[str]]:
+    """Monitor name -> the `job` values its endpoints' relabelings set (every endpoint must set one)."""
+    jobs: dict[str, set[str]] = {}
+    for kind, field in ENDPOINTS.items():
+        for monitor in find(manifests, kind):
+            for endpoint in monitor["spec"][field]:
+                rules = [r for r in endpoint.get("relabelings", []) if r.get("targetLabel") == "job"]
+                assert len(rules) == 1, f"{kind} {monitor['metadata']['name']} sets job {len(rules)} times"
+                rule = rules[0]
+                assert rule.get("action", "replace") == "replace" and "sourceLabels" not in rule, rule
+                jobs.setdefault(f"{kind}/{monitor['metadata']['name']}", set()).add(rule["replacement"])
+    return jobs
+
+
+@pytest.mark.parametrize("kind", sorted(ENDPOINTS))
+def test_every_monitor_sets_the_same_job_containing_celery(kind: str) -> None:
+    key = "serviceMonitor" if kind == "ServiceMonitor" else "podMonitor"
+    jobs = monitor_jobs(render_chart({"monitoring": {key: {"enabled": True}}}))
+    assert set(jobs) == {f"{kind}/{N}-{c}" for c in ("web", "worker", "exporter")}
+    # The release's fullname by default: it matches the mixin's default selector job=~".*celery.*".
+    assert set().union(*jobs.values()) == {N}
+
+
+def test_job_is_configurable_and_follows_the_fullname() -> None:
+    both = {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}
+    jobs = monitor_jobs(render_chart({"monitoring": {**both, "job": "celery-exporter"}}))
+    assert len(jobs) == 6 and set().union(*jobs.values()) == {"celery-exporter"}
+    jobs = monitor_jobs(render_chart({"fullnameOverride": "tasks", "monitoring": both}))
+    assert set().union(*jobs.values()) == {"tasks"}
+
+
+@pytest.mark.parametrize("job", ["celery stack", 'celery"}', 7], ids=["space", "quote", "number"])
+def test_schema_refuses_a_job_that_is_no_plain_label_value(job: object) -> None:
+    with pytest.raises(HelmError) as error:
+        render_chart({"monitoring": {"job": job, "serviceMonitor": {"enabled": True}}})
+    assert "monitoring.job" in error.value.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 
 import pytest
 import yaml
@@ -88,15 +87,6 @@ def test_existing_secrets_replace_generated_ones() -> None:
                               "postgresql": {"auth": {"existingSecret": "p"}},
                               "flower": {"auth": {"existingSecret": "f"}}})
     assert find(manifests, "Secret") == []
-
-
-def test_network_policy_admits_only_the_release_and_keda() -> None:
-    manifests = render_chart(values_files=[Path(CHART.parent.parent / "values-examples" / "kind.yaml")])
-    redis = find(manifests, "NetworkPolicy", "rel-celery-stack-redis")[0]["spec"]["ingress"][0]["from"]
-    assert redis[0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "rel"
-    assert redis[1]["namespaceSelector"] and redis[1]["podSelector"]
-    pg = find(manifests, "NetworkPolicy", "rel-celery-stack-postgresql")[0]["spec"]["ingress"][0]["from"]
-    assert len(pg) == 1
 
 
 def test_config_and_secret_changes_roll_the_pods() -> None:

@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from celery import Celery
 
+from apps.main.queues import WorkerPool
+from embedded.network import Abort, wait_until
+from embedded.supervisor import Child, Supervisor
+from portfolio_site import commands
 from tests.support.render import find, render_chart
+from tests.support.timeouts import scaled
 from tests.support.tools import ToolError, tool_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,3 +104,21 @@ def exposed_families(text: str) -> dict[str, dict]:
             values.append(dict(sample.labels))
         families[name] = {"type": family.type, "labels": frozenset(labels), "samples": family.samples}
     return families
+
+
+def start_worker_as(supervisor: Supervisor, node: str, pool: WorkerPool, app: Celery, *,
+                    extra_env: dict[str, str] | None = None) -> Child:
+    """A real worker with the chart's command line, named ``node`` (``pool@host``): the host part a pod name
+    gives it in a cluster, so that several workers on this one machine carry distinct ``hostname`` labels.
+    Waits until it answers a ping through ``app``; a worker that exits while starting fails at once."""
+    argv = commands.worker(node.partition("@")[0], pool)
+    argv[argv.index("-n") + 1] = node
+    child = supervisor.spawn(f"worker-{node}", argv, extra_env={"METRICS_PORT": "0", **(extra_env or {})})
+
+    def answered() -> bool:
+        if child.process.poll() is not None:
+            raise Abort(supervisor.describe_failure(child))
+        return any(node in reply for reply in app.control.ping(destination=[node], timeout=0.5))
+
+    wait_until(answered, timeout=scaled(60), what=f"worker {node}", interval=0.2)
+    return child

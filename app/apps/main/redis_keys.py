@@ -12,3 +12,7 @@ REDELIVERIES_KEY = "celery-stack:redeliveries:{task_id}:{retries}"
 #: Dead letters waiting for the database (apps.main.deadletter_spool), with ``:processing`` and
 #: ``:unstorable`` lists beside it.
 DEAD_LETTER_SPOOL_KEY = "celery-stack:deadletter-spool"
+#: Set by a worker's main process when it begins a clean shutdown (SIGTERM, SIGINT: scale-down, rollout), per
+#: node name; deleted when a worker of that name is ready again. The queue exporter never reports such a worker
+#: as down (``celery_worker_up`` 0), only one that stopped answering without it (SIGKILL, OOM, node loss).
+WORKER_STOPPED_KEY = "celery-stack:worker-stopped:{node}"

@@ -327,3 +327,16 @@ crds.skipCapabilitiesCheck (helm template / GitOps). Args: (list $ "keda.sh/v1al
           return f.read().split(b"\0")
   sys.exit(0 if any(b"beat" in cmdline(p) for p in os.listdir("/proc") if p.isdigit() and p != me) else 1)
 {{- end -}}
+
+{{/* A NetworkPolicy peer: this release's pods of the given roles. (list $ (list "web" "worker")) */}}
+{{- define "celery-stack.rolesPeer" -}}
+{{- $ctx := index . 0 -}}
+podSelector:
+  matchLabels:
+    app.kubernetes.io/name: {{ include "celery-stack.name" $ctx }}
+    app.kubernetes.io/instance: {{ $ctx.Release.Name }}
+  matchExpressions:
+    - key: app.kubernetes.io/component
+      operator: In
+      values: {{ index . 1 | toJson }}
+{{- end -}}

@@ -120,5 +120,5 @@ def api_route_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> Json
     """Every path under /api/ that no route matches, with DEBUG on or off."""
     return error_response(
         404, f"no API route {request.method} {request.path}",
-        routes=["POST /api/tasks/<name>/", "GET /api/tasks/<id>/", "GET /api/schema/"],
+        routes=["POST /api/tasks/<name>/", "GET /api/tasks/<id>/", "GET /api/schema/", "GET /api/docs/"],
     )

@@ -10,13 +10,17 @@ from typing import Any
 
 from celery import states
 from celery.result import AsyncResult
+from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.main.api.errors import error_response
 from apps.main.api.issued import was_issued
 from apps.main.api.schema import RETRY_AFTER, error_responses
 from apps.main.api.serializers import TASK_ARGUMENTS, ApiError, TaskAccepted, TaskArguments, TaskStatus
@@ -34,6 +38,8 @@ def enqueue_view(short_name: str) -> type[APIView]:
             operation_id=f"enqueue_{short_name}",
             summary=f"Enqueue {short_name}",
             request=arguments,
+            examples=[OpenApiExample(title, value=body, request_only=True)
+                      for title, body in arguments.examples.items()],
             responses={202: TaskAccepted,
                        **error_responses(not_found="No such route (the task names are the allow-list).",
                                          with_body=True)},
@@ -58,18 +64,13 @@ def enqueue_view(short_name: str) -> type[APIView]:
     return EnqueueTask
 
 
-class UnknownTask(APIView):
-    @extend_schema(exclude=True)
-    def post(self, request: Request, name: str) -> Response:
-        return Response(
-            {"detail": f"unknown task {name!r}", "available": sorted(TASK_ARGUMENTS)},
-            status=status.HTTP_404_NOT_FOUND,
-        )
-
-    @extend_schema(exclude=True)
-    def get(self, request: Request, name: str) -> Response:
-        return Response({"detail": f"{name!r} is not a task id (task ids are UUIDs)"},
-                        status=status.HTTP_404_NOT_FOUND)
+@csrf_exempt  # any method: a POST to a mistyped task name is a 404, not a CSRF failure
+def unknown_task(request: HttpRequest, name: str) -> JsonResponse:
+    """/api/tasks/<name>/ for a name that is neither an allow-listed task nor a task id: no such route,
+    whatever the method (a 405 would say the route exists)."""
+    if request.method == "POST":
+        return error_response(404, f"unknown task {name!r}", available=sorted(TASK_ARGUMENTS))
+    return error_response(404, f"{name!r} is not a task id (task ids are UUIDs)")
 
 
 class TaskStatusView(APIView):
@@ -78,7 +79,8 @@ class TaskStatusView(APIView):
         responses={200: TaskStatus,
                    **error_responses(not_found="No task with this id was issued, or its result expired.",
                                      with_body=False)},
-        parameters=[RETRY_AFTER],
+        parameters=[RETRY_AFTER, OpenApiParameter("task_id", OpenApiTypes.UUID, OpenApiParameter.PATH,
+                                                  description="The `id` the enqueue answered (any letter case).")],
         tags=["tasks"],
     )
     def get(self, request: Request, task_id: Any) -> Response:

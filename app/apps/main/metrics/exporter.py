@@ -3,7 +3,8 @@
 ``python manage.py run_queue_exporter`` serves, per queue, the backlog (``celery_queue_length``,
 every priority sub-list counted; the `hpa` autoscaling engine reads it), messages reserved but not
 acknowledged (``celery_queue_in_flight``), the age of the oldest waiting message, and workers online;
-plus broker reachability, beat's last tick, pending dead letters and the health_check heartbeat.
+plus broker reachability, beat's last tick, pending dead letters and the health_check heartbeat, and
+``celery_worker_up`` 0 for a worker the census lost without a clean shutdown (``WorkerLiveness``).
 
 Scrapes never touch the broker or the database. Background threads refresh snapshots — the broker
 one with one pipelined round trip of O(queues x priority steps) commands under a socket timeout, the
@@ -24,6 +25,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from apps.main.metrics.labels import host_label
 from apps.main.metrics.worker import PUBLISHED_AT_HEADER
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,39 @@ class DatabaseSnapshot:
 class WorkerCensus:
     taken_at: float
     per_queue: dict[str, int]
+    nodes: frozenset[str] = frozenset()  # node names that answered
+
+
+@dataclass
+class WorkerLiveness:
+    """Workers the census saw and then lost without a clean stop: the exporter serves ``celery_worker_up`` 0.
+
+    A worker's own endpoint says 1 while it lives and vanishes when it dies, so nothing else says 0 — and the
+    celery-mixin's CeleryWorkerDown alert is ``celery_worker_up == 0``. A node counts as down once it has not
+    answered for ``down_after`` seconds, unless it left the clean-stop marker (``WORKER_STOPPED_KEY``, set at
+    SIGTERM); it is forgotten ``retention`` seconds after its last answer (bounded memory and series; longer
+    than the mixin's 15m ``for``) or when it answers again. A host label that a live node also carries (two
+    workers on one host) is not reported: the label cannot tell them apart.
+    """
+
+    down_after: float = 60.0
+    retention: float = 3600.0
+    last_seen: dict[str, float] = field(default_factory=dict)  # node name -> monotonic time of its last answer
+    down_hosts: frozenset[str] = frozenset()
+
+    def update(self, answered: Iterable[str], now: float,
+               stopped_cleanly: Callable[[list[str]], set[str]]) -> frozenset[str]:
+        for node in answered:
+            self.last_seen[node] = now
+        lost = [node for node, seen in self.last_seen.items() if now - seen > self.down_after]
+        forget = {node for node in lost if now - self.last_seen[node] > self.retention}
+        if candidates := [node for node in lost if node not in forget]:
+            forget |= stopped_cleanly(candidates)
+        for node in forget:
+            del self.last_seen[node]
+        live = {host_label(node) for node, seen in self.last_seen.items() if now - seen <= self.down_after}
+        self.down_hosts = frozenset(host_label(node) for node in lost if node not in forget) - live
+        return self.down_hosts
 
 
 def _published_at(raw: bytes | str | None) -> float | None:
@@ -184,7 +219,17 @@ def census(app: Any, queues: Iterable[str], timeout: float) -> WorkerCensus:
         for name in {info.get("name") for info in consumed or ()}:
             if name in per_queue:
                 per_queue[name] += 1
-    return WorkerCensus(time.monotonic(), per_queue)
+    return WorkerCensus(time.monotonic(), per_queue, frozenset(replies))
+
+
+def stopped_cleanly(client: Any, nodes: list[str]) -> set[str]:
+    """The nodes whose clean-stop marker is in Redis (one pipelined round trip)."""
+    from apps.main.redis_keys import WORKER_STOPPED_KEY
+
+    pipe = client.pipeline(transaction=False)
+    for node in nodes:
+        pipe.exists(WORKER_STOPPED_KEY.format(node=node))
+    return {node for node, found in zip(nodes, pipe.execute(), strict=True) if found}
 
 
 class _Refresher(threading.Thread):
@@ -208,13 +253,15 @@ class QueueExporter(Collector):
 
     def __init__(self, *, client: Any, layout: BrokerLayout, app: Any = None, interval: float = 5.0,
                  inspect_interval: float = 15.0, inspect_timeout: float = 2.0,
-                 database: Callable[[], DatabaseSnapshot] | None = read_database) -> None:
+                 database: Callable[[], DatabaseSnapshot] | None = read_database,
+                 worker_down_after: float = 60.0, worker_down_retention: float = 3600.0) -> None:
         self.client, self.layout, self.app = client, layout, app
         self.interval, self.inspect_interval, self.inspect_timeout = interval, inspect_interval, inspect_timeout
         self.database = database
         self.broker: BrokerSnapshot | None = None
         self.db: DatabaseSnapshot | None = None
         self.workers: WorkerCensus | None = None
+        self.liveness = WorkerLiveness(worker_down_after, worker_down_retention)
         self._threads: list[_Refresher] = []
 
     # Older than this, a snapshot is not served: three missed refreshes.
@@ -238,7 +285,9 @@ class QueueExporter(Collector):
 
     def refresh_workers(self) -> None:
         try:
-            self.workers = census(self.app, self.layout.queues, self.inspect_timeout)
+            workers = census(self.app, self.layout.queues, self.inspect_timeout)
+            self.liveness.update(workers.nodes, workers.taken_at, lambda nodes: stopped_cleanly(self.client, nodes))
+            self.workers = workers
         except Exception:
             self.workers = None
             raise
@@ -283,6 +332,12 @@ class QueueExporter(Collector):
         workers = self.workers if self._fresh(self.workers, self.inspect_interval + self.inspect_timeout) else None
         if workers is not None:
             yield self._per_queue("celery_workers_online", "Workers consuming the queue.", workers.per_queue)
+            if self.liveness.down_hosts:  # never a 1 here: a live worker's own endpoint says so
+                down = GaugeMetricFamily("celery_worker_up", "0 for a worker the census lost without a clean "
+                                         "shutdown (its own endpoint serves 1 while it lives).", labels=["hostname"])
+                for host in sorted(self.liveness.down_hosts):
+                    down.add_metric([host], 0.0)
+                yield down
         db = self.db if self._fresh(self.db, self.interval) else None
         db_up = GaugeMetricFamily("celery_exporter_database_up", "1 if the exporter's last database read succeeded.")
         db_up.add_metric([], 1.0 if db else 0.0)

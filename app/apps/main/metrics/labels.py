@@ -17,10 +17,15 @@ UNKNOWN = "unknown"
 _hostname: str | None = None
 
 
+def host_label(nodename: str) -> str:
+    """The ``hostname`` label of a worker node name (``pool@host``): like celery-exporter, the host part."""
+    return nodename.rpartition("@")[2] or nodename
+
+
 def set_hostname(nodename: str) -> None:
-    """Adopt the worker's node name (``pool@host``): like celery-exporter, label with the host part."""
+    """Adopt the worker's node name: this process labels its series with ``host_label(nodename)``."""
     global _hostname
-    _hostname = nodename.rpartition("@")[2] or nodename
+    _hostname = host_label(nodename)
 
 
 def hostname() -> str:

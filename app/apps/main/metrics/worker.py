@@ -254,6 +254,46 @@ def _on_child_shutdown(pid: int | None = None, **_: Any) -> None:
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     _preinitialise(sender)
     start_metrics_server()
+    _set_clean_stop(getattr(sender, "hostname", None), stopped=False)  # this name may have stopped cleanly before
+
+
+# --- clean stops: the exporter reports a lost worker as down unless it said it was stopping --------------------
+
+#: Life of the clean-stop marker: far longer than the exporter remembers a lost worker (--worker-down-retention).
+CLEAN_STOP_TTL_SECONDS = 24 * 3600
+#: The marker is written from a signal handler, before the shutdown proper: never wait long for Redis.
+CLEAN_STOP_REDIS_TIMEOUT = 1.0
+
+
+@signals.worker_shutting_down.connect(dispatch_uid="apps.main.metrics.clean_stop")
+def _on_worker_shutting_down(sender: Any = None, **_: Any) -> None:
+    # Celery's handler of SIGTERM/SIGINT/SIGQUIT in the main process (a scale-down, a rollout: not a crash) sends
+    # it as the shutdown begins, before the worker stops answering the exporter's census. SIGKILL sends nothing.
+    _set_clean_stop(sender, stopped=True)
+
+
+def _set_clean_stop(nodename: Any, *, stopped: bool) -> None:
+    import redis
+
+    from apps.main.deadletter_spool import redis_url
+    from apps.main.redis_keys import WORKER_STOPPED_KEY
+
+    url = redis_url()
+    if not nodename or url is None:
+        return
+    key = WORKER_STOPPED_KEY.format(node=nodename)
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=CLEAN_STOP_REDIS_TIMEOUT,
+                                      socket_connect_timeout=CLEAN_STOP_REDIS_TIMEOUT)
+        try:
+            if stopped:
+                client.set(key, f"{time.time():.3f}", ex=CLEAN_STOP_TTL_SECONDS)
+            else:
+                client.delete(key)
+        finally:
+            client.close()
+    except redis.RedisError as exc:  # the worker stops (or starts) all the same; at worst it is reported down
+        logger.warning("could not %s the clean-stop marker of %s: %s", "set" if stopped else "clear", nodename, exc)
 
 
 def _preinitialise(consumer: Any) -> None:
@@ -268,7 +308,8 @@ def _preinitialise(consumer: Any) -> None:
         if name.startswith("celery."):
             continue
         for queue in consumed:
-            for counter in (TASK_RECEIVED, TASK_STARTED, TASK_SUCCEEDED, TASK_RETRIED, TASK_DEAD_LETTERED):
+            for counter in (TASK_RECEIVED, TASK_STARTED, TASK_SUCCEEDED, TASK_RETRIED, TASK_REJECTED, TASK_REVOKED,
+                            TASK_DEAD_LETTERED):
                 counter.labels(name, queue, host)
     for queue in consumed:  # poison messages: rejected and dead-lettered under one bounded name
         TASK_REJECTED.labels(labels.UNREGISTERED, queue, host)

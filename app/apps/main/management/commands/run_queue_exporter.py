@@ -28,6 +28,12 @@ class Command(BaseCommand):
                             help="seconds between worker census broadcasts (inspect active_queues)")
         parser.add_argument("--inspect-timeout", type=float, default=2.0,
                             help="seconds a census waits for worker replies")
+        parser.add_argument("--worker-down-after", type=float, default=60.0,
+                            help="seconds without a census answer before a worker that did not stop cleanly is "
+                                 "served as celery_worker_up 0")
+        parser.add_argument("--worker-down-retention", type=float, default=3600.0,
+                            help="seconds after its last answer that a lost worker stays served as down (keep it "
+                                 "above the celery-mixin's 15m `for` of CeleryWorkerDown)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from prometheus_client import CollectorRegistry, start_http_server
@@ -39,10 +45,13 @@ class Command(BaseCommand):
             raise CommandError(f"the queue exporter reads a Redis broker; CELERY_BROKER_URL is {url.split(':')[0]}:…")
         queues = [q.strip() for q in options["queues"].split(",") if q.strip()]
         timeout = options["timeout"]
+        if options["worker_down_retention"] <= options["worker_down_after"]:
+            raise CommandError("--worker-down-retention must be longer than --worker-down-after")
         client = broker_client(url, timeout)
         exporter = QueueExporter(
             client=client, layout=BrokerLayout.from_settings(queues), app=app, interval=options["interval"],
             inspect_interval=options["inspect_interval"], inspect_timeout=options["inspect_timeout"],
+            worker_down_after=options["worker_down_after"], worker_down_retention=options["worker_down_retention"],
         )
         registry = CollectorRegistry(auto_describe=False)
         registry.register(exporter)
