@@ -56,13 +56,17 @@ def credentials_path() -> Path:
 
 
 def new_credentials() -> dict[str, str]:
-    """What the local stack generates once: the API token, the Flower login and the admin's password."""
+    """What the local stack generates once: the API token, the Flower login, the admin's password and the
+    payload encryption key."""
+    from apps.main import payload_encryption
     from portfolio_site import environment as env_names
 
     return {
         env_names.API_TOKEN: secrets.token_urlsafe(24),
         env_names.FLOWER_BASIC_AUTH: f"admin:{secrets.token_urlsafe(12)}",
         env_names.LOCAL_ADMIN_PASSWORD: secrets.token_urlsafe(12),
+        # Shared by every process of the stack and by commands run in another terminal (stack.env).
+        env_names.PAYLOAD_ENCRYPTION_KEYS: payload_encryption.generate_key(),
     }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 SHARED_KEYS = ("REDIS_URL", "DATABASE_URL", "API_TOKEN", "FLOWER_BASIC_AUTH", "APP_DATA_DIR", "LOCAL_ADMIN_PASSWORD",
-               "WEB_URL", "FLOWER_URL", "WORKER_METRICS_URLS")
+               "WEB_URL", "FLOWER_URL", "WORKER_METRICS_URLS", "PAYLOAD_ENCRYPTION_KEYS")
 
 NO_STACK = "no stack running — start `make up` first"
 #: Exit code of a command that needs the stack and finds none.

@@ -23,6 +23,9 @@ DATABASE_URL = "DATABASE_URL"
 
 #: Bearer token of the HTTP task API.
 API_TOKEN = "API_TOKEN"
+#: Fernet keys of the encrypted task payloads, comma separated: the first encrypts, all decrypt (rotation).
+#: Required in production; without it development and tests derive one from the Django secret key.
+PAYLOAD_ENCRYPTION_KEYS = "PAYLOAD_ENCRYPTION_KEYS"
 #: Largest request body the API reads, in bytes (larger: 413).
 API_MAX_BODY_BYTES = "API_MAX_BODY_BYTES"
 #: Deepest nesting of arrays and objects in a JSON request body (deeper: 400).

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from apps.main.queues import DEFAULT_QUEUE, TASK_ROUTES, WORKER_POOLS
+from apps.main.payload_encryption import SERIALIZER as ENCRYPTED
+from apps.main.payload_encryption import generate_key
+from apps.main.queues import DEFAULT_QUEUE, ENCRYPTED_TASKS, TASK_ROUTES, WORKER_POOLS
 from embedded.supervisor import python_env
 from portfolio_site import environment as env_names
 from tests.app.procs import APP_DIR, manage
@@ -19,7 +21,7 @@ from tests.app.procs import APP_DIR, manage
 PRODUCTION = "portfolio_site.settings.production"
 #: The tasks that run for seconds: their STARTED state is stored.
 LONG_TASKS = {"update_analytics", "cleanup_temp_files", "generate_reports", "backup_data"}
-REQUIRED = (env_names.REDIS_URL, env_names.DATABASE_URL, env_names.SECRET_KEY)
+REQUIRED = (env_names.REDIS_URL, env_names.DATABASE_URL, env_names.SECRET_KEY, env_names.PAYLOAD_ENCRYPTION_KEYS)
 
 
 def production_env(**overrides: str | None) -> dict[str, str]:
@@ -33,6 +35,7 @@ def production_env(**overrides: str | None) -> dict[str, str]:
         env_names.REDIS_URL: "redis://:secret@127.0.0.1:1/0",
         env_names.DATABASE_URL: "postgres://app:secret@127.0.0.1:1/celery_stack",
         env_names.SECRET_KEY: secrets.token_urlsafe(64),
+        env_names.PAYLOAD_ENCRYPTION_KEYS: f"{generate_key()},{generate_key()}",
     })
     for name, value in overrides.items():
         if value is None:
@@ -128,12 +131,13 @@ def loaded_conf(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 def test_json_only_and_utc(loaded_conf: dict[str, Any]) -> None:
-    assert loaded_conf["accept_content"] == ["json"]
+    assert loaded_conf["accept_content"] == ["json", ENCRYPTED]  # JSON, and JSON encrypted (payload_encryption)
     assert loaded_conf["result_accept_content"] in (None, ["json"])  # None: Celery uses accept_content
     for key in ("task_serializer", "result_serializer", "event_serializer"):
         assert loaded_conf[key] == "json", key
     assert (loaded_conf["timezone"], loaded_conf["enable_utc"]) == ("UTC", True)
-    assert {task["serializer"] for task in loaded_conf["tasks"].values()} == {"json"}
+    assert {short: task["serializer"] for short, task in loaded_conf["tasks"].items()} == {
+        short: ENCRYPTED if short in ENCRYPTED_TASKS else "json" for short in loaded_conf["tasks"]}
 
 
 def test_scheduler_routes_and_queues(loaded_conf: dict[str, Any]) -> None:

@@ -116,8 +116,11 @@ def test_permanent_error_fails_at_once_and_is_dead_lettered(stack_workers: dict[
     assert len(hook.calls) == 1
     letter = wait_for_dead_letter(result.id)
     assert (letter.reason, letter.attempts, letter.queue) == ("permanent_error", 1, "high_priority")
-    assert letter.kwargs["recipient"] == hook.url and "PermanentError" in letter.exception
-    assert "Traceback" in letter.traceback
+    # send_notification's letters are sealed (apps.main.payload_encryption): opened with the keys.
+    from apps.main import deadletter, payload_encryption
+
+    assert deadletter.arguments(letter)[1]["recipient"] == hook.url and "PermanentError" in letter.exception
+    assert "Traceback" in payload_encryption.reveal(letter.traceback)
 
 
 def test_exhausted_retries_are_dead_lettered_and_requeue_runs_again(stack_workers: dict[str, str]) -> None:

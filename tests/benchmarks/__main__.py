@@ -1,9 +1,11 @@
-"""``make bench``: (a) to (g) on one embedded Valkey and PostgreSQL; prints the table and the targets.
+"""``make bench``: (a) to (h) on one embedded Valkey and PostgreSQL; prints the table and the targets.
 
-    uv run --frozen python -m tests.benchmarks [--smoke] [--out DIR] [--no-docs]
+    uv run --frozen python -m tests.benchmarks [--smoke] [--out DIR] [--no-docs] [--only SECTIONS]
 
 A full run writes bench/results/<date>.json and two PNG plots there, and rewrites the results section of
 docs/benchmarks.md. --smoke (tiny sizes) and --out write only to their own directory, never there.
+The default is (a)-(g); --only (e.g. ``--only h``, the cost of encrypted payloads) runs those sections: without
+every one of (a)-(g) only their table and JSON (into --out or a temporary directory), no targets, plots nor docs.
 """
 
 from __future__ import annotations
@@ -48,20 +50,25 @@ def versions(servers: BenchServers) -> dict[str, str]:
     return found
 
 
-def settings_that_matter() -> dict[str, Any]:
+def _bare_settings() -> dict[str, Any]:
+    from tests.benchmarks.bare_app import app as bare
+
+    return {"worker_prefetch_multiplier": bare.conf.worker_prefetch_multiplier,
+            "task_acks_late": bare.conf.task_acks_late,
+            "worker_send_task_events": bare.conf.worker_send_task_events,
+            "result_backend": bare.conf.result_backend,
+            "visibility_timeout": (bare.conf.broker_transport_options or {}).get("visibility_timeout",
+                                                                                 "kombu default 3600")}
+
+
+def settings_that_matter(with_bare: bool = True) -> dict[str, Any]:
     from django.conf import settings
 
     from apps.main.queues import WORKER_POOLS
-    from tests.benchmarks.bare_app import app as bare
 
     transport = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
-    return {
-        "bare (b)": {"worker_prefetch_multiplier": bare.conf.worker_prefetch_multiplier,
-                     "task_acks_late": bare.conf.task_acks_late,
-                     "worker_send_task_events": bare.conf.worker_send_task_events,
-                     "result_backend": bare.conf.result_backend,
-                     "visibility_timeout": (bare.conf.broker_transport_options or {}).get("visibility_timeout",
-                                                                                          "kombu default 3600")},
+    found = {"bare (b)": _bare_settings()} if with_bare else {}  # the bare app exists only once (b) set it up
+    return found | {
         "project (production settings)": {
             name: getattr(settings, name, None) for name in (
                 "CELERY_WORKER_PREFETCH_MULTIPLIER", "CELERY_TASK_ACKS_LATE", "CELERY_TASK_REJECT_ON_WORKER_LOST",
@@ -74,21 +81,31 @@ def settings_that_matter() -> dict[str, Any]:
     }
 
 
-def run(bench: scenarios.Bench) -> dict[str, Any]:
+#: The sections run after Django is set up, in their order.
+PROJECT_SECTIONS = {"c": scenarios.project_noop, "d": scenarios.user_actions, "e": scenarios.api_enqueue,
+                    "f": scenarios.queue_isolation, "g": scenarios.worker_memory, "h": scenarios.encrypted_payloads}
+SECTIONS = "ab" + "".join(PROJECT_SECTIONS)
+#: What `make bench` runs: issue 11's one run of (a)-(g), kept within ~10 minutes on 2 cores. (h), the cost of
+#: encrypted payloads (docs/security.md), runs on asking: `--only h`, or `--only abcdefgh` for everything.
+DEFAULT_SECTIONS = "abcdefg"
+
+
+def run(bench: scenarios.Bench, only: str = SECTIONS) -> dict[str, Any]:
     servers = bench.servers
     results: dict[str, Any] = {}
     # (a) and (b) first: this process is a plain Celery client until Django is set up for (c).
-    servers.use_bare_client()
-    payload = scenarios.bare_message_bytes(bench)
-    log(f"a task message of (b) is {payload} bytes in Valkey")
-    results["a"] = scenarios.raw_redis(bench, payload)
-    results["b"] = scenarios.bare_celery(bench)
+    if "a" in only or "b" in only:
+        servers.use_bare_client()
+        if "a" in only:
+            payload = scenarios.bare_message_bytes(bench)
+            log(f"a task message of (b) is {payload} bytes in Valkey")
+            results["a"] = scenarios.raw_redis(bench, payload)
+        if "b" in only:
+            results["b"] = scenarios.bare_celery(bench)
     servers.use_project_settings()
-    results["c"] = scenarios.project_noop(bench)
-    results["d"] = scenarios.user_actions(bench)
-    results["e"] = scenarios.api_enqueue(bench)
-    results["f"] = scenarios.queue_isolation(bench)
-    results["g"] = scenarios.worker_memory(bench)
+    for section, scenario in PROJECT_SECTIONS.items():
+        if section in only:
+            results[section] = scenario(bench)
     return results
 
 
@@ -97,13 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (a minute or two); writes no docs")
     parser.add_argument("--out", type=Path, help="write the JSON and plots here (default: bench/results/)")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
+    parser.add_argument("--only", default=DEFAULT_SECTIONS,
+                        help=f"run these sections (default {DEFAULT_SECTIONS}; h: encrypted payloads); without every "
+                             f"one of {DEFAULT_SECTIONS}: their table and JSON, no targets, plots nor docs")
     args = parser.parse_args(argv)
+    if not args.only or set(args.only) - set(SECTIONS):
+        parser.error(f"--only takes letters of {SECTIONS}")
+    partial = not set(DEFAULT_SECTIONS) <= set(args.only)
     # A SIGTERM (a test's timeout, a CI cancel) unwinds like Ctrl-C: every child and temp dir goes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     sizes = scenarios.SMOKE if args.smoke else scenarios.FULL
-    own_out = args.out is None and args.smoke
-    write_docs = not (args.smoke or args.out or args.no_docs)
+    own_out = args.out is None and (args.smoke or partial)
+    write_docs = not (args.smoke or args.out or args.no_docs or partial)
     now = dt.datetime.now(dt.UTC)
     load_at_start = os.getloadavg()
     date = now.date().isoformat()
@@ -115,18 +138,19 @@ def main(argv: list[str] | None = None) -> int:
             log(f"Valkey on {servers.valkey.port}, PostgreSQL on {servers.postgres.port}, migrated")
             bench = scenarios.Bench(servers, sizes)
             try:
-                results = run(bench)
+                results = run(bench, args.only)
             except Exception:
                 print(f"\n--- process logs ---\n{servers.log_tails()}", file=sys.stderr)
                 raise
             found_versions = versions(servers)
-            found_settings = settings_that_matter()
+            found_settings = settings_that_matter(with_bare="b" in args.only)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    checked = report.targets(results)
+    checked = [] if partial else report.targets(results)
     payload = {
-        "date": date, "started_at": now.isoformat(timespec="seconds"), "mode": "smoke" if args.smoke else "full",
+        "date": date, "started_at": now.isoformat(timespec="seconds"),
+        "mode": ("smoke" if args.smoke else "full") + (f", only {args.only}" if partial else ""),
         "wall_seconds": time.monotonic() - started,
         "sizes": vars(sizes) | {"action_concurrency": list(sizes.action_concurrency)},
         "machine": machine() | {"load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg()},
@@ -139,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"{date}.json"
     report.write_json(json_path, payload)
-    report.plot_throughput(results, out / f"{date}-throughput.png")
-    report.plot_latency(results, out / f"{date}-latency.png")
+    if not partial:
+        report.plot_throughput(results, out / f"{date}-throughput.png")
+        report.plot_latency(results, out / f"{date}-latency.png")
     if write_docs:
         report.update_docs(DOCS, report.docs_section(payload, os.path.relpath(out, DOCS.parent)))
 

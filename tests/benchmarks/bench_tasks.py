@@ -21,7 +21,7 @@ from celery.utils.dispatch import Signal
 from django.db import connection
 
 from apps.main.base_task import ReliableTask
-from tests.benchmarks.task_names import DISABLE_METRICS, NOOP, RECORD_START, REPORT_QUERY, STARTS_KEY
+from tests.benchmarks.task_names import DISABLE_METRICS, NOOP, PAYLOAD_SINK, RECORD_START, REPORT_QUERY, STARTS_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,12 @@ METRICS_RECEIVERS = "apps.main.metrics."
 @shared_task(bind=True, base=ReliableTask, name=NOOP, ignore_result=True)
 def noop(self: ReliableTask) -> None:
     """(c) Does nothing: what remains is the cost of the worker's configuration per task."""
+
+
+@shared_task(bind=True, base=ReliableTask, name=PAYLOAD_SINK, ignore_result=True)
+def payload_sink(self: ReliableTask, **kwargs: Any) -> None:
+    """(h) Takes send_notification's arguments and does nothing: what remains is the cost of their message,
+    plain or encrypted (the sender chooses the serializer)."""
 
 
 @shared_task(bind=True, base=ReliableTask, name=REPORT_QUERY)

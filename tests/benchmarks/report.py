@@ -36,6 +36,40 @@ def _number(value: float) -> str:
 
 
 def rows(results: dict[str, Any]) -> list[Row]:
+    """The table's rows: (a) to (g) in a full run, (h) whenever it ran (``--only h`` runs it alone)."""
+    out = _main_rows(results) if set("abcdefg") <= set(results) else []
+    if "h" in results:
+        out += _payload_rows(results["h"])
+    return out
+
+
+def _payload_rows(h: dict[str, Any]) -> list[Row]:
+    fig = h["figures"]
+    out = [
+        Row(f"(h) encode+decode per task, plain json ({h['body_bytes']['plain']} B body)", fig["codec_plain_us"],
+            "µs"),
+        Row(f"(h) encode+decode per task, json+fernet ({h['body_bytes']['encrypted']} B body)",
+            fig["codec_encrypted_us"], "µs"),
+        Row("(h) message in Valkey, plain", fig["message_plain_bytes"], "B"),
+        Row("(h) message in Valkey, encrypted", fig["message_encrypted_bytes"], "B"),
+        Row(f"(h) project worker drains send_notification-sized tasks, plain{_median_of(h)}",
+            fig["plain_tasks_per_s"], "tasks/s", "rate"),
+        Row(f"(h) project worker drains send_notification-sized tasks, encrypted{_median_of(h)}",
+            fig["encrypted_tasks_per_s"], "tasks/s", "rate"),
+    ]
+    for kind in ("plain", "encrypted"):
+        if f"cpu_us_per_task_{kind}" in fig:
+            out.append(Row(f"(h) CPU per task, {kind}: main process + pool processes", fig[f"cpu_us_per_task_{kind}"],
+                           "µs", "cpu"))
+    return out
+
+
+def _median_of(h: dict[str, Any]) -> str:
+    runs = len(h["runs"]) // 2
+    return f", median of {runs}" if runs > 1 else ""
+
+
+def _main_rows(results: dict[str, Any]) -> list[Row]:
     a, b, c, d, e, f, g = (results[k] for k in "abcdefg")
     on_off = {True: "on", False: "off"}
     out = [
@@ -97,6 +131,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
 
 
 def _ratio(row: Row, results: dict[str, Any]) -> str:
+    if "b" not in results:
+        return ""
     bare = results["b"]["figures"]
     base = {"rate": bare["tasks_per_s"], "rss": bare["rss_mib_after_run"],
             "cpu": bare.get("cpu_us_per_task_total")}.get(row.kind)

@@ -27,7 +27,7 @@ from embedded.supervisor import Child
 from tests.benchmarks import drain
 from tests.benchmarks.progress import log
 from tests.benchmarks.servers import ROOT, BenchServers, node_name
-from tests.benchmarks.task_names import DISABLE_METRICS, NOOP, RECORD_START, REPORT_QUERY, STARTS_KEY
+from tests.benchmarks.task_names import DISABLE_METRICS, NOOP, PAYLOAD_SINK, RECORD_START, REPORT_QUERY, STARTS_KEY
 from tests.support.timeouts import scaled
 
 BARE_QUEUE = "bench_bare"
@@ -55,16 +55,21 @@ class Sizes:
     high_bound_seconds: float
     memory_tasks: int
     #: Runs of (b) and of the production pair of (c), alternated; their median counts (this machine's
-    #: noise between two runs is several per cent, as large as the effects (c) looks for).
+    #: noise between two runs is several per cent, as large as the effects (c) looks for). (h) too.
     repeats: int
+    #: (h) tasks per drain run, and encode+decode rounds per codec timing.
+    payload_tasks: int
+    codec_rounds: int
 
 
 FULL = Sizes(raw_messages=20_000, bare_tasks=5000, noop_tasks=5000, action_tasks=3000, action_concurrency=(1, 2, 4),
              api_requests=2000, api_clients=4, low_tasks=10_000, low_task_seconds=0.05, high_rate=20,
-             high_seconds=15, high_bound_seconds=240, memory_tasks=10_000, repeats=3)
+             high_seconds=15, high_bound_seconds=240, memory_tasks=10_000, repeats=3, payload_tasks=5000,
+             codec_rounds=20_000)
 SMOKE = Sizes(raw_messages=500, bare_tasks=50, noop_tasks=50, action_tasks=50, action_concurrency=(1, 2, 4),
               api_requests=60, api_clients=4, low_tasks=200, low_task_seconds=0.05, high_rate=10,
-              high_seconds=1, high_bound_seconds=90, memory_tasks=50, repeats=1)
+              high_seconds=1, high_bound_seconds=90, memory_tasks=50, repeats=1, payload_tasks=50,
+              codec_rounds=500)
 
 
 @dataclass
@@ -122,13 +127,13 @@ def _worker_argv(pool_name: str, pool: Any, *, bench_tasks: bool = True) -> list
     return [*commands.worker(pool_name, pool, loglevel="WARNING"), *(BENCH_TASKS if bench_tasks else ())]
 
 
-def _fill(app: Any, count: int, make: Callable[[int], tuple[str, dict[str, Any], str]]) -> float:
+def _fill(app: Any, count: int, make: Callable[[int], tuple[str, dict[str, Any], str]], **options: Any) -> float:
     """Publish ``count`` tasks through one producer, pipelined (kombu's publish batch); returns msgs/s."""
     started = time.perf_counter()
     with app.producer_or_acquire() as producer, producer.batch():
         for i in range(count):
             name, kwargs, queue = make(i)
-            app.send_task(name, kwargs=kwargs, queue=queue, producer=producer)
+            app.send_task(name, kwargs=kwargs, queue=queue, producer=producer, **options)
     return count / (time.perf_counter() - started)
 
 
@@ -680,3 +685,93 @@ def worker_memory(bench: Bench) -> dict[str, Any]:
     return {"title": "worker memory", "argv": argv, "tasks": n, "idle": idle, "after": after,
             "verification": check,
             "figures": {"rss_mib_idle": idle["rss_mib"], "rss_mib_after_tasks": after["rss_mib"]}}
+
+
+# --- (h) encrypted payloads --------------------------------------------------------------------------
+
+
+#: send_notification's arguments as the API takes them: a webhook (the longest recipient form), a subject and
+#: a message of a few sentences.
+NOTIFICATION_KWARGS = {
+    "channel": "webhook",
+    "recipient": "https://hooks.example.com/services/T0001/B0002/notify-team-42",
+    "subject": "Nightly report ready",
+    "message": "The nightly report for 2026-01-31 is ready: 12,408 actions from 3,215 users, 4 dead letters "
+               "pending review. Open the admin to see them; the report file is attached to the dashboard.",
+}
+
+
+def _codec_us(serializer: str, rounds: int) -> tuple[float, int]:
+    """Microseconds to encode and decode one task body of NOTIFICATION_KWARGS with ``serializer`` (best of three
+    batches: the least disturbed by other processes), and the encoded body's bytes."""
+    from kombu.serialization import dumps, loads
+
+    body = ((), NOTIFICATION_KWARGS, {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
+    best, payload = math.inf, ""
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(rounds):
+            content_type, encoding, payload = dumps(body, serializer=serializer)
+            loads(payload, content_type, encoding, accept={content_type})
+        best = min(best, (time.perf_counter() - started) / rounds * 1e6)
+    return best, len(payload)
+
+
+def _message_bytes(bench: Bench, app: Any, **options: Any) -> int:
+    """Size in Valkey of one message of NOTIFICATION_KWARGS (the body is base64 there)."""
+    probe = "bench_probe"
+    app.send_task(PAYLOAD_SINK, kwargs=NOTIFICATION_KWARGS, queue=probe, **options)
+    raw = bench.servers.redis.lindex(probe, 0)
+    bench.servers.redis.delete(probe)
+    if raw is None:
+        raise RuntimeError("the probe message did not arrive")
+    return len(raw)
+
+
+def _payload_run(bench: Bench, *, encrypted: bool, run: int) -> dict[str, Any]:
+    from apps.main.payload_encryption import ROUTE_OPTIONS
+
+    servers, n, app = bench.servers, bench.sizes.payload_tasks, _project_app()
+    servers.reset()
+    _declare(app, ["high_priority"])
+    options = ROUTE_OPTIONS if encrypted else {}
+    label = "encrypted" if encrypted else "plain"
+    fill_rate = _fill(app, n, lambda i: (PAYLOAD_SINK, NOTIFICATION_KWARGS, "high_priority"), **options)
+    log(f"(h) {n} {label} send_notification-sized tasks queued ({fill_rate:.0f}/s); starting the worker")
+    child, _ = servers.spawn_project(f"h-{label}-{run}", _worker_argv("high-priority", _pool("high-priority")))
+    node = node_name("high-priority")
+    with running(bench, child):
+        result = drain.watch_drain(servers.redis, ["high_priority"], n, check=lambda: servers.check_alive(child),
+                                   timeout=_drain_timeout(n, 30), what=f"(h) {label}", pid=child.process.pid)
+        _wait_worked_off(bench, app, node, child, ["high_priority"], n)
+    log(f"(h) {label}: {result.rate():.0f} tasks/s")
+    return {"encrypted": encrypted, "tasks_per_s": result.rate(), "publish_per_s": fill_rate,
+            "cpu_us_per_task": result.cpu_us_per_task()}
+
+
+def encrypted_payloads(bench: Bench) -> dict[str, Any]:
+    """(h) What encrypting a send_notification-sized message costs (apps.main.payload_encryption): encode+decode
+    in this process, the message's size in Valkey, and the project worker (production settings) draining
+    ``payload_tasks`` of them plain and encrypted, alternated ``repeats`` times (medians)."""
+    from apps.main.payload_encryption import ROUTE_OPTIONS, SERIALIZER
+
+    app, rounds = _project_app(), bench.sizes.codec_rounds
+    plain_us, plain_body = _codec_us("json", rounds)
+    sealed_us, sealed_body = _codec_us(SERIALIZER, rounds)
+    log(f"(h) encode+decode: json {plain_us:.1f} µs ({plain_body} B), {SERIALIZER} {sealed_us:.1f} µs "
+        f"({sealed_body} B)")
+    sizes = {"plain": _message_bytes(bench, app), "encrypted": _message_bytes(bench, app, **ROUTE_OPTIONS)}
+    runs = [_payload_run(bench, encrypted=encrypted, run=i)
+            for i in range(bench.sizes.repeats) for encrypted in (False, True)]
+    rate = {e: statistics.median(r["tasks_per_s"] for r in runs if r["encrypted"] == e) for e in (False, True)}
+    cpu = {e: _median_cpu([r for r in runs if r["encrypted"] == e]) for e in (False, True)}
+    figures = {"codec_plain_us": plain_us, "codec_encrypted_us": sealed_us,
+               "codec_added_us": max(sealed_us - plain_us, 1e-3),
+               "message_plain_bytes": sizes["plain"], "message_encrypted_bytes": sizes["encrypted"],
+               "plain_tasks_per_s": rate[False], "encrypted_tasks_per_s": rate[True]}
+    figures |= {f"cpu_us_per_task_{'encrypted' if e else 'plain'}": c["total"] for e, c in cpu.items() if c}
+    return {"title": "encrypted payloads: send_notification-sized message", "tasks": bench.sizes.payload_tasks,
+            "codec_rounds": rounds, "kwargs": NOTIFICATION_KWARGS, "body_bytes": {"plain": plain_body,
+                                                                                 "encrypted": sealed_body},
+            "drain_cost_pct": 100 * (rate[False] - rate[True]) / rate[False], "runs": runs, "figures": figures}
+

@@ -8,6 +8,7 @@ that could point them at other servers or settings are removed first.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import socket
@@ -46,6 +47,8 @@ class BenchServers:
         self.postgres = EmbeddedPostgres(root / "postgres", database="bench")
         self.secret_key = secrets.token_urlsafe(40)
         self.api_token = secrets.token_urlsafe(24)
+        # A Fernet key (32 random bytes, url-safe base64): production settings require one.
+        self.payload_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
         self.supervisor = Supervisor(log_dir=root / "logs", env=self.base_env())
         self._redis: redis.Redis | None = None
         self._db: Any = None
@@ -100,6 +103,7 @@ class BenchServers:
             environment.SECRET_KEY: self.secret_key,
             environment.DATA_DIR: str(self.root / "app-data"),
             environment.API_TOKEN: self.api_token,
+            environment.PAYLOAD_ENCRYPTION_KEYS: self.payload_key,
             environment.ALLOWED_HOSTS: "127.0.0.1,localhost",
         }
 

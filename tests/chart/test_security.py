@@ -6,6 +6,7 @@ import base64
 
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 from tests.chart.conftest import pod_specs
 from tests.support.render import CHART, CRD_API_VERSIONS, find, render_chart, run_helm
@@ -49,9 +50,13 @@ def test_image_tag_defaults_to_app_version_and_pull_policy() -> None:
 
 
 def test_no_secret_value_reaches_a_configmap_or_plain_env(manifests: list[dict]) -> None:
-    secret_values = {base64.b64decode(v).decode() for s in find(manifests, "Secret")
-                     for v in s.get("data", {}).values()}
-    assert all(len(v) >= 24 and v.isalnum() for v in secret_values)  # generated, URL-safe
+    secrets = {k: base64.b64decode(v).decode() for s in find(manifests, "Secret") for k, v in s.get("data", {}).items()}
+    secret_values = set(secrets.values())
+    for key, value in secrets.items():
+        if key == "PAYLOAD_ENCRYPTION_KEYS":  # a Fernet key: 32 random bytes, URL-safe base64
+            assert len(base64.urlsafe_b64decode(value.encode())) == 32 and Fernet(value.encode())
+        else:
+            assert len(value) >= 24 and value.isalnum(), key  # generated, URL-safe (embedded in URLs)
     for cm in find(manifests, "ConfigMap"):
         for key, value in cm["data"].items():
             assert not any(word in key for word in ("PASSWORD", "SECRET", "TOKEN", "DSN")), key

@@ -7,6 +7,7 @@ production settings in it, as the image would. hadolint lints the Dockerfile its
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -143,6 +144,8 @@ def test_locked_install_passes_django_deploy_checks(tmp_path: Path) -> None:
         "REDIS_URL": "redis://:password@redis:6379/0",
         "DATABASE_URL": "postgres://user:password@postgres:5432/celery_stack",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+        # A Fernet key: 32 random bytes, url-safe base64 (apps.main.payload_encryption).
+        "PAYLOAD_ENCRYPTION_KEYS": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "DJANGO_ALLOWED_HOSTS": "tasks.example.com",
         "APP_DATA_DIR": str(tmp_path / "data"),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),

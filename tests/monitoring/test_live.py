@@ -199,8 +199,13 @@ def live(live_env: dict[str, str], valkey, tmp_path_factory: pytest.TempPathFact
 
 
 def _producer(url: str) -> Celery:
+    """A plain Celery client with the project's routes: they carry the encrypted tasks' serializer
+    (apps.main.payload_encryption), without which a worker refuses send_notification as unencrypted."""
+    from apps.main.queues import TASK_ROUTES
+
     app = Celery("monitoring-live", broker=url, set_as_current=False)
     app.conf.task_create_missing_queues = True
+    app.conf.task_routes = TASK_ROUTES
     return app
 
 

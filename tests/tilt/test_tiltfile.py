@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 from apps.main.queues import WORKER_POOLS
 from portfolio_site.ports import FLOWER_PORT, WEB_PORT
@@ -238,7 +239,8 @@ def test_dev_credentials_are_generated_once_and_wired_into_the_chart(result: dic
     config = manifests(result)["config"]
     secrets = {o["metadata"]["name"]: o["stringData"] for o in k8s_objects(config) if o["kind"] == "Secret"
                and "stringData" in o}
-    assert set(secrets["celery-stack-dev-app"]) == {"DJANGO_SECRET_KEY", "API_TOKEN"}
+    assert set(secrets["celery-stack-dev-app"]) == {"DJANGO_SECRET_KEY", "API_TOKEN", "PAYLOAD_ENCRYPTION_KEYS"}
+    assert Fernet(secrets["celery-stack-dev-app"]["PAYLOAD_ENCRYPTION_KEYS"].encode())  # a valid key
     assert set(secrets["celery-stack-dev-credentials"]) == {"flower-password", "redis-password", "postgres-password"}
     # A second evaluation (what every `tilt up` and Tiltfile edit does) renders the same values.
     again = manifests(_tiltfile_result.__wrapped__())["config"]

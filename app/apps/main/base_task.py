@@ -8,8 +8,8 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 
-from apps.main import deadletter
-from apps.main.queues import queue_for
+from apps.main import deadletter, payload_encryption
+from apps.main.queues import is_encrypted, queue_for
 from apps.main.retry import PermanentError, RetryPolicy, is_transient, policy_for
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,13 @@ class ReliableTask(Task):
     dead_letter = True
     #: The worker refuses over-deep arguments and messages that keep killing it (apps.main.delivery).
     Request = "apps.main.delivery:GuardedRequest"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # An encrypted task's own serializer: apply_async, delay, retries and beat pass the task's options,
+        # which win over its route's (apps.main.queues.TASK_ROUTES carries the rest: the hidden argsrepr).
+        if is_encrypted(getattr(cls, "name", None)):
+            cls.serializer = payload_encryption.SERIALIZER
 
     @property
     def short_name(self) -> str:
@@ -69,6 +76,13 @@ class ReliableTask(Task):
             reason = "retries_exhausted"
         else:
             reason = "permanent_error"
+        exception = f"{type(exc).__name__}: {exc}"
+        traceback = str(einfo.traceback) if einfo is not None else ""
+        if is_encrypted(self.name):
+            # Its message may quote the arguments (a webhook URL, an address): the letter shows the type, the
+            # traceback (which ends with the message) is sealed — payload_encryption.reveal() opens it.
+            traceback = payload_encryption.dumps(traceback or exception)
+            exception = f"{type(exc).__name__}: {payload_encryption.HIDDEN}"
         deadletter.record(
             task_id=task_id,
             task_name=self.name,
@@ -76,7 +90,7 @@ class ReliableTask(Task):
             kwargs=kwargs,
             queue=delivery.get("routing_key") or queue_for(self.short_name),
             reason=reason,
-            exception=f"{type(exc).__name__}: {exc}",
-            traceback=str(einfo.traceback) if einfo is not None else "",
+            exception=exception,
+            traceback=traceback,
             attempts=retries + 1,
         )

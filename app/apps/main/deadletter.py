@@ -4,6 +4,10 @@ No letter is lost: ``record`` sanitises what PostgreSQL cannot hold (NUL charact
 values that are not JSON, absurd sizes and depths; the letter is then flagged ``sanitised``), and
 when the database does not take the letter it is spooled (``apps.main.deadletter_spool``) until
 ``flush_spool`` stores it.
+
+A letter of a task with encrypted payloads (``apps.main.queues.ENCRYPTED_TASKS``) keeps its arguments sealed:
+``args`` and ``kwargs`` are empty and ``raw_body`` holds the encrypted body (the message's own when it came
+encrypted); ``arguments`` opens it, and ``requeue`` sends it again encrypted.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from django.db import close_old_connections, connection, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from apps.main import deadletter_spool
+from apps.main import deadletter_spool, payload_encryption
 from apps.main.models import DeadLetter
+from apps.main.queues import is_encrypted
 
 logger = logging.getLogger(__name__)
 
@@ -321,6 +326,8 @@ def record(
     Returns the stored letter, or None when it was spooled. Never raises.
     """
     try:
+        if is_encrypted(task_name):
+            args, kwargs, raw_body = sealed_arguments(args, kwargs, raw_body)
         fields = sanitise_letter(
             task_id=task_id, task_name=task_name, args=args, kwargs=kwargs, queue=queue, reason=reason,
             exception=exception, traceback=traceback, attempts=attempts, raw_body=raw_body,
@@ -337,6 +344,18 @@ def record(
         return None
     _announce(letter, "task dead-lettered")
     return letter
+
+
+def sealed_arguments(args: Any, kwargs: Any, raw_body: Any) -> tuple[list[Any], dict[str, Any], str]:
+    """What a letter of an encrypted task keeps of its arguments: none in clear, the task body sealed in raw_body.
+
+    A message that came encrypted keeps its own body (even one no key opens: it is the evidence); otherwise
+    the body ``[args, kwargs, {}]`` is encrypted now — a plain message's text is not kept."""
+    if payload_encryption.is_token(raw_body):
+        return [], {}, raw_body
+    if raw_body and not args and not kwargs:  # a plain body nobody could decode: sealed as it came
+        return [], {}, payload_encryption.dumps(raw_body)
+    return [], {}, payload_encryption.dumps([list(args or ()), dict(kwargs or {}), {}])
 
 
 def _insert(fields: dict[str, Any]) -> DeadLetter:
@@ -521,10 +540,30 @@ def _database_answers() -> bool:
 # --- operator actions -----------------------------------------------------------------------------------
 
 
+def arguments(letter: DeadLetter) -> tuple[list[Any], dict[str, Any]]:
+    """The task's args and kwargs: as stored, or opened from the sealed body of an encrypted task's letter.
+
+    Raises ValueError when a sealed body does not open (no configured key does: put the old key back) or
+    holds no task arguments."""
+    if not payload_encryption.is_token(letter.raw_body):
+        if letter.raw_body.startswith(payload_encryption.TOKEN_PREFIX) and not (letter.args or letter.kwargs):
+            raise ValueError(f"dead letter {letter.pk}: its sealed body was cut to {MAX_TEXT_CHARS} characters "
+                             "when stored; its arguments are lost")
+        return letter.args, letter.kwargs
+    try:
+        body = payload_encryption.loads(letter.raw_body)
+    except payload_encryption.PayloadDecryptionError as exc:
+        raise ValueError(f"dead letter {letter.pk}: {exc}") from None
+    if not (isinstance(body, list) and len(body) >= 2 and isinstance(body[0], list) and isinstance(body[1], dict)):
+        raise ValueError(f"dead letter {letter.pk}: its sealed body holds no task arguments")
+    return body[0], body[1]
+
+
 def requeue(letter: DeadLetter) -> str:
     """Send the task again, with its arguments, to the queue it failed on; returns the new task id.
 
-    A ``sanitised`` letter is sent with its stored (escaped or cut) arguments, not the original ones.
+    A ``sanitised`` letter is sent with its stored (escaped or cut) arguments, not the original ones. An
+    encrypted task is sent encrypted again (its route and task options).
     """
     from portfolio_site.celery import app
 
@@ -532,7 +571,8 @@ def requeue(letter: DeadLetter) -> str:
         raise ValueError(f"dead letter {letter.pk} is {letter.status}, only pending ones can be requeued")
     if letter.task_name not in app.tasks:
         raise ValueError(f"dead letter {letter.pk}: task {letter.task_name!r} is not registered")
-    result = app.send_task(letter.task_name, args=letter.args, kwargs=letter.kwargs, queue=letter.queue)
+    args, kwargs = arguments(letter)
+    result = app.send_task(letter.task_name, args=args, kwargs=kwargs, queue=letter.queue)
     letter.status = DeadLetter.Status.REQUEUED
     letter.requeued_task_id = result.id
     letter.resolved_at = timezone.now()

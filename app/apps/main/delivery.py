@@ -12,6 +12,10 @@ Two kinds of message would otherwise take a worker down again and again, because
   ``TASK_MAX_DELIVERIES`` is acknowledged and dead-lettered with reason ``poison`` instead of run.
 
 Only redelivered messages are counted: a message's first delivery costs no round trip.
+
+A task with encrypted payloads (apps.main.payload_encryption) is run only from an encrypted message: a plain
+one (forged in Redis, or sent by a producer without the encryption settings) is refused and dead-lettered.
+Its task events carry no result nor exception text (either may quote the arguments).
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ from celery.exceptions import InvalidTaskError
 from celery.worker.request import Request
 from django.conf import settings
 
+from apps.main.payload_encryption import CONTENT_TYPE, HIDDEN
+from apps.main.queues import is_encrypted
 from apps.main.redis_keys import REDELIVERIES_KEY
+
+#: Fields of task events that carry a task's result or exception: hidden for an encrypted task.
+_EVENT_VALUES = frozenset({"result", "exception", "traceback"})
 
 
 class PoisonMessage(InvalidTaskError):
@@ -31,6 +40,10 @@ class PoisonMessage(InvalidTaskError):
     def __init__(self, message: str, *, deliveries: int = 1) -> None:
         super().__init__(message)
         self.deliveries = deliveries
+
+
+class UnencryptedPayload(InvalidTaskError):
+    """A plain message for a task that takes only encrypted ones; dead-lettered with reason ``poison_message``."""
 
 
 def nesting_depth_exceeds(value: Any, limit: int) -> bool:
@@ -76,6 +89,11 @@ class GuardedRequest(Request):
         # stop ("Unrecoverable error", seen in the fault suite). Logged like a failed ack instead; the
         # message is restored after the reconnect (worker_steps.RestoreOrphanedMessages).
         self._connection_errors = (*self._connection_errors, AttributeError)
+        if is_encrypted(self.task.name) and self._content_type != CONTENT_TYPE:
+            raise UnencryptedPayload(
+                f"{self.task.name} takes only encrypted messages ({CONTENT_TYPE}), this one is {self._content_type}: "
+                "forged, or sent by a producer without the encryption settings — not run"
+            )
         limit = settings.TASK_MAX_ARGUMENT_DEPTH
         if nesting_depth_exceeds([self._args, self._kwargs], limit + 1):
             raise PoisonMessage(f"task arguments are nested deeper than {limit} levels (TASK_MAX_ARGUMENT_DEPTH)")
@@ -88,3 +106,9 @@ class GuardedRequest(Request):
                     f"(TASK_MAX_DELIVERIES={settings.TASK_MAX_DELIVERIES})",
                     deliveries=redeliveries + 1,
                 )
+
+    def send_event(self, type: str, **fields: Any) -> None:
+        if is_encrypted(self.task.name):
+            fields = {key: HIDDEN if key in _EVENT_VALUES and value is not None else value
+                      for key, value in fields.items()}
+        super().send_event(type, **fields)

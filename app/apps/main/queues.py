@@ -1,4 +1,5 @@
-"""Queues, task routes and the default worker-pool layout: the one source of these facts.
+"""Queues, task routes, the tasks with encrypted payloads and the default worker-pool layout: the one source
+of these facts.
 
 Settings build ``task_routes`` from here, the Helm chart's default ``workers`` map mirrors
 ``WORKER_POOLS`` and a chart test fails on any drift between the two.
@@ -7,6 +8,8 @@ Settings build ``task_routes`` from here, the Helm chart's default ``workers`` m
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from apps.main.payload_encryption import ROUTE_OPTIONS as ENCRYPTED_ROUTE_OPTIONS
 
 HIGH_PRIORITY = "high_priority"
 DEFAULT = "default"
@@ -47,14 +50,27 @@ TASK_NAMES: tuple[str, ...] = (
     "backup_data",
 )
 
-TASK_ROUTES: dict[str, dict[str, str]] = {
-    task_name(short): {"queue": queue} for short, queue in TASK_QUEUES.items()
-}
+#: Tasks whose arguments and results are encrypted (apps.main.payload_encryption): per task, opt-in. Their
+#: messages, result rows and dead letters hold no clear argument or result; task name, id and queue stay clear.
+ENCRYPTED_TASKS: frozenset[str] = frozenset({"send_notification"})
 
 
 def queue_for(short: str) -> str:
     """The queue a task of ours is sent to."""
     return TASK_QUEUES.get(short, DEFAULT_QUEUE)
+
+
+def is_encrypted(name: str | None) -> bool:
+    """Whether the task of this registered name (``apps.main.tasks.…``) has encrypted payloads."""
+    return bool(name) and name.startswith(f"{TASK_MODULE}.") and name[len(TASK_MODULE) + 1:] in ENCRYPTED_TASKS
+
+
+#: Every routed or encrypted task: its queue, and for an encrypted one the serializer and hidden argsrepr —
+#: so that a sender without the task registered (send_task by name) encrypts it too.
+TASK_ROUTES: dict[str, dict[str, str]] = {
+    task_name(short): {"queue": queue_for(short), **(ENCRYPTED_ROUTE_OPTIONS if short in ENCRYPTED_TASKS else {})}
+    for short in TASK_NAMES if short in TASK_QUEUES or short in ENCRYPTED_TASKS
+}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,10 @@ failover of PostgreSQL raises ``OperationalError`` (connection refused, server c
 the database system is shutting down) — without a retry, storing a result or a RETRY state fails
 "outside the task body", and when that happens in the worker's main process the message is never
 acknowledged nor rejected: its prefetch slot leaks and the worker stops taking work.
+
+**Encrypted tasks.** The row of a task with encrypted payloads (``apps.main.queues.ENCRYPTED_TASKS``) holds its
+result, meta, traceback and (extended) arguments sealed with the payload keys, and the content type
+``payload_encryption.CONTENT_TYPE``; reading it through the backend (``AsyncResult``, the API) opens them.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from celery import states
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
+from kombu.exceptions import DecodeError
 
-from apps.main import task_timing, worker_context
+from apps.main import payload_encryption, task_timing, worker_context
+from apps.main.queues import is_encrypted
 from apps.main.single_statement import upsert
 
 #: Columns a later state overwrites (all but the key, the creation date and the start date).
@@ -43,13 +49,21 @@ class ResilientDatabaseBackend(DatabaseBackend):
 
     def _store_result(self, task_id: str, result: Any, status: str, traceback: Any = None,
                       request: Any = None, using: str | None = None) -> Any:
-        content_type, content_encoding, encoded = self.encode_content(result)
+        sealed = is_encrypted(getattr(request, "task", None))
+        encode = self._encode_sealed if sealed else self.encode_content
+        content_type, content_encoding, encoded = encode(result)
         meta = {**self._get_meta_from_request(request), "children": self.current_task_children(request)}
-        _, _, encoded_meta = self.encode_content(meta)
+        _, _, encoded_meta = encode(meta)
+        if sealed and traceback:
+            traceback = payload_encryption.dumps(traceback)
         # As upstream: the extended properties (name, args, worker…) include the traceback again.
         columns = {"task_id": task_id, "status": status, "result": encoded, "traceback": traceback,
                    "meta": encoded_meta, "content_type": content_type, "content_encoding": content_encoding,
                    **self._get_extended_properties(request, traceback)}
+        if sealed:  # the argsrepr (hidden already when sent right), encoded as JSON by upstream: sealed too
+            for column in ("task_args", "task_kwargs"):
+                if columns[column] is not None:
+                    columns[column] = payload_encryption.dumps_json(columns[column])
         row = self.TaskModel(**columns)
         update = list(_STATE_COLUMNS)
         # STARTED stamps its own time; a final state stored by the child that ran the task carries the
@@ -64,3 +78,24 @@ class ResilientDatabaseBackend(DatabaseBackend):
         unless = None if status in states.READY_STATES else ("status", sorted(states.READY_STATES))
         upsert(row, unique="task_id", update=update, using=using, unless=unless)
         return encoded
+
+    @staticmethod
+    def _encode_sealed(data: Any) -> tuple[str, str, str]:
+        return payload_encryption.CONTENT_TYPE, payload_encryption.CONTENT_ENCODING, payload_encryption.dumps(data)
+
+    def decode_content(self, obj: Any, content: Any) -> Any:
+        if content and obj.content_type == payload_encryption.CONTENT_TYPE:
+            try:
+                return payload_encryption.loads(content)
+            except payload_encryption.PayloadDecryptionError as exc:
+                raise DecodeError(f"result of task {obj.task_id}: {exc}") from None
+        return super().decode_content(obj, content)
+
+    def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
+        meta = super()._get_task_meta_for(task_id)
+        if payload_encryption.is_token(meta.get("traceback")):
+            try:
+                meta["traceback"] = payload_encryption.loads(meta["traceback"])
+            except payload_encryption.PayloadDecryptionError as exc:
+                meta["traceback"] = f"(sealed traceback: {exc})"
+        return meta

@@ -292,3 +292,15 @@ if SENTRY_DSN:
         environment=env.get("SENTRY_ENVIRONMENT", "production"),
     )
 
+# --- Encrypted task payloads (apps.main.payload_encryption; docs/security.md) --------------------
+# Importing it registers the serializer with kombu: before Celery resolves CELERY_ACCEPT_CONTENT.
+from apps.main import payload_encryption  # noqa: E402
+
+# Fernet keys, the first encrypts, all decrypt. Production refuses to start without them (production.py);
+# elsewhere a key derived from SECRET_KEY, the same in every process of one setup (never a random one: the
+# web app, workers and beat would not read each other's messages).
+PAYLOAD_ENCRYPTION_KEYS = payload_encryption.parse_keys(env.get_list(env.PAYLOAD_ENCRYPTION_KEYS)) or [
+    payload_encryption.development_key(SECRET_KEY)
+]
+# The encrypted tasks' serializer and hidden argsrepr are in their routes (apps.main.queues.TASK_ROUTES).
+CELERY_ACCEPT_CONTENT = [*CELERY_ACCEPT_CONTENT, payload_encryption.SERIALIZER]

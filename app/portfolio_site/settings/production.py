@@ -2,6 +2,8 @@
 
 import sys
 
+from apps.main import payload_encryption
+from apps.main.queues import ENCRYPTED_TASKS
 from portfolio_site import environment as env
 
 _REQUIRED = {
@@ -9,11 +11,22 @@ _REQUIRED = {
     env.DATABASE_URL: "the database, e.g. postgres://USER:PASSWORD@postgres:5432/celery_stack",
     env.SECRET_KEY: "a long random string for Django's signing",
 }
+if ENCRYPTED_TASKS:  # no development key here: every process must be given the same keys
+    _REQUIRED[env.PAYLOAD_ENCRYPTION_KEYS] = (
+        f"the Fernet keys of the encrypted task payloads ({', '.join(sorted(ENCRYPTED_TASKS))}), comma "
+        "separated, the newest first (docs/security.md); a new key: python -c 'from cryptography.fernet "
+        "import Fernet; print(Fernet.generate_key().decode())'"
+    )
 for _name, _meaning in _REQUIRED.items():
     if not env.get(_name):
         # One line, no traceback: this is a configuration error, not a bug.
         sys.stderr.write(f"production settings: {_name} is not set; it must be {_meaning}\n")
         raise SystemExit(2)
+try:
+    payload_encryption.parse_keys(env.get_list(env.PAYLOAD_ENCRYPTION_KEYS))
+except ValueError as _error:
+    sys.stderr.write(f"production settings: {_error}\n")
+    raise SystemExit(2) from None
 
 from portfolio_site.settings.base import *  # noqa: E402, F403
 from portfolio_site.settings.base import CELERY_BROKER_URL  # noqa: E402

@@ -67,13 +67,17 @@ app.kubernetes.io/part-of: celery-stack
 The one way the chart makes a secret value: reuse the value already stored in the release's Secret
 (lookup; an upgrade never rotates a password a database already uses), else generate an alphanumeric
 one (URL-safe: it is embedded in REDIS_URL / DATABASE_URL). Returns the base64 `data` value.
-`helm template` cannot look up and so always generates. Args: (dict "ctx" $ "name" secretName "key" k "length" n)
+`helm template` cannot look up and so always generates. Args: (dict "ctx" $ "name" secretName "key" k "length" n),
+or "fernet" true instead of "length": a Fernet key (the encrypted task payloads).
 */}}
 {{- define "celery-stack.keptSecretValue" -}}
 {{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .name -}}
 {{- $data := dig "data" dict ($existing | default dict) -}}
 {{- if hasKey $data .key -}}
 {{- index $data .key -}}
+{{- else if .fernet -}}
+{{- /* a Fernet key: 32 random bytes in URL-safe base64 (randBytes gives the standard alphabet) */ -}}
+{{- randBytes 32 | replace "+" "-" | replace "/" "_" | b64enc -}}
 {{- else -}}
 {{- randAlphaNum (int .length) | b64enc -}}
 {{- end -}}
