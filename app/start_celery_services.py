@@ -286,7 +286,8 @@ def local_urls(web_port: int, flower_port: int, metrics: dict[str, int]) -> dict
 
 def print_banner(env: dict[str, str], admin: AdminLogin, nodes: dict[str, str], ports: dict[str, int],
                  log_dir: Path) -> None:
-    from apps.main.landing import API_DOCS_PATH
+    from django.urls import reverse
+
     from apps.main.queues import WORKER_POOLS
     from portfolio_site import environment as env_names
 
@@ -297,7 +298,7 @@ def print_banner(env: dict[str, str], admin: AdminLogin, nodes: dict[str, str], 
     rows = [
         ("web", web, "start here: links to every page below"),
         ("admin", f"{web}admin/", admin_login),
-        ("API docs", f"{web}{API_DOCS_PATH.lstrip('/')}", f"Bearer token: {env_names.API_TOKEN} in stack.env"),
+        ("API docs", f"{web}{reverse('api-docs').lstrip('/')}", f"Bearer token: {env_names.API_TOKEN} in stack.env"),
         ("flower", env[env_names.FLOWER_URL], f"user {flower_user}  password {flower_password}"),
     ]
     width = max(len(url) for _, url, _ in rows)

@@ -11,7 +11,6 @@ from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 from django.urls import Resolver404, resolve
 
-from apps.main.landing import API_DOCS_PATH
 from apps.main.management.commands.ensure_local_admin import LOCAL_ADMIN_USER, AdminState, ensure_local_admin
 from portfolio_site import environment as env_names
 from portfolio_site.ports import FLOWER_PORT
@@ -50,14 +49,14 @@ def test_landing_page_links_every_page_of_the_local_stack(monkeypatch: pytest.Mo
     assert response["Content-Type"].startswith("text/html")
     parts = page_parts(response.content.decode())
     assert set(parts.links) >= {
-        "/admin/", API_DOCS_PATH, "/api/schema/", "http://127.0.0.1:5601/", "/metrics",
+        "/admin/", "/api/docs/", "/api/schema/", "http://127.0.0.1:5601/", "/metrics",
         "http://127.0.0.1:9901/metrics", "http://127.0.0.1:9902/metrics", "/readyz",
     }
     assert parts.loads == []  # one self-contained page: no script, no stylesheet or font from anywhere
     for link in parts.links:  # every local link is a real view, not the API's catch-all 404
         if link.startswith("/"):
             assert resolve(link).url_name != "api-route-not-found", link
-    assert resolve(API_DOCS_PATH).url_name == "api-docs"
+    assert resolve("/api/docs/").url_name == "api-docs"
 
 
 def test_landing_page_links_flower_on_its_default_port_when_the_stack_names_none(

@@ -26,7 +26,6 @@ import pytest
 import redis
 import start_celery_services
 
-from apps.main.landing import API_DOCS_PATH
 from apps.main.management.commands.ensure_local_admin import LOCAL_ADMIN_USER
 from apps.main.management.commands.test_celery import sample_calls
 from apps.main.queues import WORKER_POOLS
@@ -215,7 +214,7 @@ def assert_first_hour_pages(stack: Stack) -> None:
     with urllib.request.urlopen(web, timeout=10) as response:
         assert response.status == 200 and response.headers["Content-Type"].startswith("text/html")
         links = set(re.findall(r'href="([^"]+)"', response.read().decode()))
-    expected = {"/admin/", API_DOCS_PATH, "/api/schema/", f"http://127.0.0.1:{stack.flower_port}/", "/metrics",
+    expected = {"/admin/", "/api/docs/", "/api/schema/", f"http://127.0.0.1:{stack.flower_port}/", "/metrics",
                 "/readyz", *banner_metrics_urls(stack.output.text()).values()}
     assert expected <= links, links
     admin_url, user, password = banner_admin_login(stack.output.text())

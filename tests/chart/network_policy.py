@@ -3,11 +3,13 @@
 A pod selected by no ingress policy accepts everything; a selected one accepts a connection when any
 selecting policy has a rule whose peers match the client (podSelector in the policy's namespace,
 namespaceSelector, both, or no ``from`` at all) and whose ports match the target port (a number, or a
-container port's name on the server). ipBlock peers are not modelled (the chart renders none by default).
+container port's name on the server). An ipBlock peer matches a client whose IP is in its cidr and in none
+of its ``except`` ranges (a pod without an IP matches none).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,7 @@ class Pod:
     namespace_labels: dict[str, str] = field(default_factory=dict)
     #: container port name -> number
     ports: dict[str, int] = field(default_factory=dict)
+    ip: str | None = None
 
 
 def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
@@ -39,7 +42,11 @@ def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
 
 def _peer_matches(peer: dict[str, Any], client: Pod, policy_namespace: str) -> bool:
     if "ipBlock" in peer:
-        raise NotImplementedError("ipBlock peers are not modelled")
+        if client.ip is None:
+            return False
+        address, block = ipaddress.ip_address(client.ip), peer["ipBlock"]
+        return address in ipaddress.ip_network(block["cidr"]) and not any(
+            address in ipaddress.ip_network(cidr) for cidr in block.get("except") or [])
     if "namespaceSelector" in peer:
         namespace_ok = selects(peer["namespaceSelector"], client.namespace_labels)
     else:

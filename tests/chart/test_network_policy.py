@@ -88,3 +88,9 @@ def test_the_model_refuses_what_kubernetes_refuses() -> None:
     assert not allowed([deny], STRANGER, server, 80)
     assert allowed([deny, open_80], STRANGER, server, 80)
     assert not allowed([deny, open_80], STRANGER, server, 81)
+    by_ip = {"metadata": {"namespace": NAMESPACE}, "spec": {"podSelector": {}, "ingress": [
+        {"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]}]}}
+    inside, excepted = (Pod("c", "other", {}, {}, {}, ip) for ip in ("10.2.0.5", "10.1.0.5"))
+    assert allowed([by_ip], inside, server, 80)
+    assert not allowed([by_ip], excepted, server, 80)
+    assert not allowed([by_ip], STRANGER, server, 80)  # no IP known: an ipBlock matches nothing

@@ -14,9 +14,6 @@ from django.views.decorators.http import require_safe
 from portfolio_site import environment as env
 from portfolio_site.ports import FLOWER_PORT
 
-#: The interactive API documentation (Swagger UI; apps.main.api.urls).
-API_DOCS_PATH = "/api/docs/"
-
 
 @dataclass(frozen=True)
 class Link:
@@ -47,7 +44,7 @@ def landing(request: HttpRequest) -> HttpResponse:
     pages = [
         Link("Admin", reverse("admin:index"), "periodic tasks, task results, dead letters; user admin, "
                                               "password in .local/credentials.json"),
-        Link("API docs", API_DOCS_PATH, "try the task API; the Bearer token is API_TOKEN in .local/stack.env"),
+        Link("API docs", reverse("api-docs"), "try the task API; the Bearer token is API_TOKEN in .local/stack.env"),
         Link("OpenAPI schema", reverse("api-schema"), "the same API, machine-readable"),
         Link("Flower", flower_url(), "workers and tasks; login FLOWER_BASIC_AUTH in .local/stack.env"),
     ]
