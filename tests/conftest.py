@@ -15,6 +15,7 @@ import redis as redis_lib
 
 from apps.main.queues import WorkerPool
 from embedded.supervisor import Supervisor, python_env
+from tests.support import backends, leaks
 from tests.support.timeouts import scaled
 
 LIVE_READY_TIMEOUT = scaled(60.0)
@@ -46,6 +47,31 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             tool_path(tool.name)
 
     threading.Thread(target=build, name="tilt-build", daemon=True).start()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_the_run_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The run's logs never hold its secrets (tests.support.leaks.run_secrets): every *.log under the run's
+    temporary directory (process_logs, ...) and the servers' data directory, and the output pytest captured.
+    A hit is an error at the teardown of the last test (also of each pytest-xdist worker, which checks its own
+    run). Autouse, so set up before and torn down after every other session fixture: their processes have
+    stopped and flushed their logs by then."""
+    yield
+    roots = [tmp_path_factory.getbasetemp(), backends.data_dir()]
+    logs = sorted({path for root in roots if root for path in root.rglob("*.log") if path.is_file()})
+    found = _captured_leaks + leaks.scan_files(logs, leaks.run_secrets())
+    assert not found, leaks.describe(found)
+
+
+_captured_leaks: list[leaks.Leak] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """What pytest captured of a test (its log records, stdout, stderr) is searched for the run's secrets too."""
+    if report.sections:
+        secrets = leaks.run_secrets()
+        _captured_leaks.extend(leaks.Leak(f"{report.nodeid} ({title})", name, secrets[name])
+                               for title, text in report.sections for name in leaks.find(text, secrets))
 
 
 @pytest.fixture(scope="session")
@@ -80,13 +106,15 @@ def test_database_url(django_db_setup: None) -> str:
 @pytest.fixture(scope="session")
 def live_env(test_database_url: str, redis_url: str, app_data_dir: Path) -> dict[str, str]:
     """Environment of every subprocess of the live tests: test settings on the test database."""
+    from django.conf import settings
+
     env = python_env()
     env.update({
         "DJANGO_SETTINGS_MODULE": "portfolio_site.settings.test",
         "REDIS_URL": redis_url,
         "DATABASE_URL": test_database_url,
         "APP_DATA_DIR": str(app_data_dir),
-        "API_TOKEN": "test-token",
+        "API_TOKEN": settings.API_TOKEN,  # random per session (tests.support.backends)
     })
     env.pop("CELERY_BROKER_URL", None)
     return env

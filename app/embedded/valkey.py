@@ -12,10 +12,12 @@ class EmbeddedValkey:
 
     label = "Valkey"
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, password: str | None = None) -> None:
+    def __init__(self, data_dir: Path, *, port: int | None = None, password: str | None = None,
+                 maxmemory: str | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self._password = password
+        self.maxmemory = maxmemory  # e.g. "8mb"; None: unlimited (the tests of a full broker set it)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -45,6 +47,7 @@ class EmbeddedValkey:
             "--appendonly", "yes",
             "--save", "",
             "--maxmemory-policy", "noeviction",
+            *(["--maxmemory", self.maxmemory] if self.maxmemory else []),
             "--logfile", str(self.log_path),
             "--daemonize", "no",
         ]

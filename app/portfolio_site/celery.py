@@ -4,7 +4,7 @@ import os
 
 from celery import Celery, signals
 
-from apps.main import redis_transport, worker_context
+from apps.main import redis_transport, worker_context, worker_control  # noqa: F401 (worker_control registers)
 
 # Before any broker connection: redis:// URLs get kombu's transport without a client built per command.
 redis_transport.install()

@@ -6,6 +6,8 @@ import os
 
 SETTINGS_MODULE = "DJANGO_SETTINGS_MODULE"
 SECRET_KEY = "DJANGO_SECRET_KEY"
+#: Former secret keys, comma separated: sessions and signatures made with them stay valid (key rotation).
+SECRET_KEY_FALLBACKS = "DJANGO_SECRET_KEY_FALLBACKS"
 ALLOWED_HOSTS = "DJANGO_ALLOWED_HOSTS"
 CSRF_TRUSTED_ORIGINS = "DJANGO_CSRF_TRUSTED_ORIGINS"
 LOG_LEVEL = "LOG_LEVEL"
@@ -21,8 +23,17 @@ BROKER_KEY_PREFIX = "CELERY_BROKER_KEY_PREFIX"
 BROKER_PRIORITY_STEPS = "CELERY_BROKER_PRIORITY_STEPS"
 DATABASE_URL = "DATABASE_URL"
 
-#: Bearer token of the HTTP task API.
+#: A bearer token of the HTTP task API: stored (hashed) as the token ``environment`` at each migrate, with every
+#: task and result reads; other tokens are issued with ``manage.py api_tokens`` or in the admin.
 API_TOKEN = "API_TOKEN"
+#: Calls one token may make per API_RATE_LIMIT_WINDOW_SECONDS unless the token sets its own limit (more: 429).
+API_RATE_LIMIT = "API_RATE_LIMIT"
+API_RATE_LIMIT_WINDOW_SECONDS = "API_RATE_LIMIT_WINDOW_SECONDS"
+#: Reverse proxies in front of the web app that append to X-Forwarded-For (an ingress: 1); the audit log
+#: records the address the nearest of them saw. 0: the TCP peer (REMOTE_ADDR).
+API_NUM_PROXIES = "API_NUM_PROXIES"
+#: Days an API audit event is kept (the hourly cleanup_temp_files deletes older ones).
+API_AUDIT_RETENTION_DAYS = "API_AUDIT_RETENTION_DAYS"
 #: Fernet keys of the encrypted task payloads, comma separated: the first encrypts, all decrypt (rotation).
 #: Required in production; without it development and tests derive one from the Django secret key.
 PAYLOAD_ENCRYPTION_KEYS = "PAYLOAD_ENCRYPTION_KEYS"

@@ -22,6 +22,7 @@ import jsonschema_rs
 import pytest
 import redis as redis_lib
 import yaml
+from django.conf import settings
 from django.test import Client
 from rest_framework import serializers as drf
 
@@ -115,7 +116,7 @@ def test_schemathesis_with_every_check_finds_no_failure(live_site: Site, tmp_pat
     started = time.monotonic()
     run = subprocess.run(
         [str(Path(sys.executable).parent / "schemathesis"), "run", f"{live_site.url}/api/schema/",
-         "--checks", "all", "--header", "Authorization: Bearer test-token",  # live_env's API_TOKEN
+         "--checks", "all", "--header", f"Authorization: Bearer {settings.API_TOKEN}",  # live_env's API_TOKEN
          "--max-examples", str(MAX_EXAMPLES), "--report", "json", "--report-json-path", str(report), "--no-color"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=scaled(600),
     )
@@ -336,6 +337,7 @@ def test_the_schema_and_the_serializer_agree_on_every_date_time(schema: dict[str
     assert verdicts.count(True) == 6, verdicts
 
 
+@pytest.mark.django_db  # the token is looked up
 @pytest.mark.parametrize("short", sorted(TASK_ARGUMENTS))
 def test_the_schema_refuses_nul_wherever_the_api_does(schema: dict[str, Any], short: str) -> None:
     """Every string of a body (also a key or a string deep in the free-form payload) holding U+0000 is a 400
@@ -349,7 +351,7 @@ def test_the_schema_refuses_nul_wherever_the_api_does(schema: dict[str, Any], sh
             {"k\x00": 1}, {"k": "a\x00"}, {"a": [{"b": ["ok", "\x00"]}]}, {"a": {"b\x00": None}})]
     assert variants or short in ("update_analytics", "cleanup_temp_files", "health_check", "generate_reports",
                                  "backup_data")
-    api = Client(HTTP_AUTHORIZATION="Bearer test-token")
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {settings.API_TOKEN}")
     for variant in variants:
         assert not validator.is_valid(variant), variant
         response = api.post(f"/api/tasks/{short}/", data=json.dumps(variant), content_type="application/json")

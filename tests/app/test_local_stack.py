@@ -251,7 +251,7 @@ def test_stack_on_given_servers_passes_the_checklist_and_stops_on_sigterm(
             written = (tmp_path / "local" / "stack.env").read_text().splitlines()
             assert f"REDIS_URL={stack_redis}" in written and f"DATABASE_URL={database_url}" in written
             assert_developer_files_untouched(tmp_path)
-            expected_children = {"celery worker", "celery beat", "celery flower", "manage.py runserver"}
+            expected_children = {"celery worker", "celery beat", "flower_launcher flower", "manage.py runserver"}
             cmdlines = [" ".join(p.cmdline()) for p in stack.children]
             for what in expected_children:
                 assert any(what.split()[0] in c and what.split()[1] in c for c in cmdlines), (what, cmdlines)

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -17,6 +18,7 @@ import apps.main.metrics  # noqa: F401 — connects before_task_publish (the pub
 from apps.main.metrics.exporter import BrokerLayout, DatabaseSnapshot, QueueExporter, broker_client, read_broker
 from apps.main.metrics.worker import PUBLISHED_AT_HEADER
 from apps.main.queues import DEFAULT, HIGH_PRIORITY, LOW_PRIORITY, QUEUES, task_name
+from embedded import EmbeddedValkey
 from tests.monitoring.conftest import documented_metrics, exposed_families
 
 TASK = task_name("update_analytics")
@@ -111,6 +113,28 @@ def test_served_families_match_docs_metrics_md(valkey, client: redis.Redis) -> N
         assert family["type"] == documented[name]["type"], name
         assert family["labels"] == documented[name]["labels"], name
     assert families["celery_dead_letters_total"]["samples"][0].value == 4
+
+
+def test_broker_memory_and_its_maxmemory_are_exported(client: redis.Redis, tmp_path: Path) -> None:
+    """INFO memory, for CeleryBrokerMemoryHigh: used bytes grow with what is stored; maxmemory 0 = no limit."""
+    def served(exporter_client: redis.Redis) -> dict[str, float]:
+        exporter = _exporter(exporter_client)
+        exporter.refresh_broker()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(exporter)
+        families = exposed_families(generate_latest(registry).decode())
+        return {name: families[name]["samples"][0].value
+                for name in ("celery_broker_memory_used_bytes", "celery_broker_memory_max_bytes")}
+
+    assert served(client)["celery_broker_memory_max_bytes"] == 0  # the shared test Valkey has no maxmemory
+    with EmbeddedValkey(tmp_path / "valkey", maxmemory="32mb") as server:
+        limited = broker_client(server.url, timeout=2.0)
+        before = served(limited)
+        limited.set("ballast", b"x" * 4_000_000)
+        after = served(limited)
+    assert before["celery_broker_memory_max_bytes"] == after["celery_broker_memory_max_bytes"] == 32 * 2**20
+    assert 0 < before["celery_broker_memory_used_bytes"] < 32 * 2**20
+    assert after["celery_broker_memory_used_bytes"] - before["celery_broker_memory_used_bytes"] >= 4_000_000
 
 
 def test_broker_down_is_reported_at_once_and_scrapes_do_not_wait() -> None:

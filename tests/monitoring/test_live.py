@@ -28,6 +28,7 @@ import pytest
 import redis
 import yaml
 from celery import Celery
+from django.conf import settings
 
 import apps.main.metrics  # noqa: F401 — the test process publishes too: stamps published_at
 from apps.main.metrics import labels
@@ -212,7 +213,7 @@ def _producer(url: str) -> Celery:
 def _api_enqueue(live: Live, short: str, arguments: dict[str, Any]) -> None:
     request = urllib.request.Request(
         live.endpoints["web"].replace("/metrics", f"/api/tasks/{short}/"), data=json.dumps(arguments).encode(),
-        headers={"Authorization": "Bearer test-token", "Content-Type": "application/json"}, method="POST")
+        headers={"Authorization": f"Bearer {settings.API_TOKEN}", "Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 202
         live.sent_ids.append(json.loads(response.read())["id"])

@@ -8,6 +8,7 @@ first. TEST_REDIS_URL / TEST_DATABASE_URL point the suite at servers of your own
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +26,9 @@ def _start_backends() -> None:
     _data_dir = Path(tempfile.mkdtemp(prefix="celery-stack-tests-"))
     os.environ["APP_DATA_DIR"] = str(_data_dir / "app")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portfolio_site.settings.test")
+    # The session's API token, random so that the leak check (tests.support.leaks) can search for it: the test
+    # settings and every subprocess (live_env) read it from here, and the test database stores it.
+    os.environ["API_TOKEN"] = secrets.token_urlsafe(24)
     redis_url = os.environ.get("TEST_REDIS_URL")
     if not redis_url:
         _started.append(EmbeddedValkey(_data_dir / "valkey").start())
@@ -46,6 +50,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         sys.path.insert(0, app_dir)
     _start_backends()
     return (yield)
+
+
+def data_dir() -> Path | None:
+    """Where this session keeps its servers' data and logs and APP_DATA_DIR (None before the plugin ran)."""
+    return _data_dir
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

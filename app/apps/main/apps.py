@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class MainConfig(AppConfig):
@@ -12,3 +13,7 @@ class MainConfig(AppConfig):
         # requeueing a dead letter checks that its task exists.
         from apps.main import signals, system_checks, tasks  # noqa: F401
         from apps.main.api import schema  # noqa: F401  (drf-spectacular extensions register on import)
+        from apps.main.api.tokens import sync_after_migrate
+
+        # After this app's migrations: the token table exists (also in a fresh test database).
+        post_migrate.connect(sync_after_migrate, sender=self, dispatch_uid="apps.main.api.tokens.sync")

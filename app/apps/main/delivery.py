@@ -20,8 +20,10 @@ Its task events carry no result nor exception text (either may quote the argumen
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis
 from celery.exceptions import InvalidTaskError
 from celery.worker.request import Request
 from django.conf import settings
@@ -29,6 +31,8 @@ from django.conf import settings
 from apps.main.payload_encryption import CONTENT_TYPE, HIDDEN
 from apps.main.queues import is_encrypted
 from apps.main.redis_keys import REDELIVERIES_KEY
+
+logger = logging.getLogger(__name__)
 
 #: Fields of task events that carry a task's result or exception: hidden for an encrypted task.
 _EVENT_VALUES = frozenset({"result", "exception", "traceback"})
@@ -75,8 +79,14 @@ def count_redelivery(task_id: str, retries: int) -> int:
     key = delivery_key(task_id, retries)
     # Longer than any wait between two deliveries (visibility timeout) times the allowed count.
     ttl = max(24 * 3600, settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 0) * 4)
-    cache.add(key, 0, timeout=ttl)
-    return cache.incr(key)
+    try:
+        cache.add(key, 0, timeout=ttl)
+        return cache.incr(key)
+    except redis.exceptions.OutOfMemoryError as exc:
+        # A full Redis (maxmemory) refuses the count. Stopping the worker ("Unrecoverable error") would stop
+        # the one draining it: the message runs uncounted, and its next redelivery is counted again.
+        logger.warning("redelivery of task %s not counted, Redis is full: %s", task_id, exc)
+        return 0
 
 
 class GuardedRequest(Request):

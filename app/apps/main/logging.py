@@ -1,4 +1,5 @@
-"""Structured logging: one JSON object per line, with the running task's id, name, queue and attempt."""
+"""Structured logging: one JSON object per line, with the running task's id, name, queue and attempt; no
+secret in any record (``mask_secrets_in_records``)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,41 @@ def task_context() -> dict[str, Any]:
     }
 
 
+def mask_secrets_in_records() -> None:
+    """Make every log record of this process mask secrets (apps.main.reporting.mask_secrets: URL passwords, secret
+    query parameters, this process's keys, tokens and passwords) in its message and its exception's text.
+
+    At the record's creation, not in a handler or formatter: every handler sees the masked record, ours and those
+    we do not configure (Django's DEBUG console, Celery's, a test runner's capture). A Django 500 logs the
+    request and the exception, and an exception's message can quote a URL with its password. Idempotent."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "masks_secrets", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _mask_record(record)
+        return record
+
+    factory.masks_secrets = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+def _mask_record(record: logging.LogRecord) -> None:
+    from apps.main.reporting import mask_secrets
+
+    try:
+        message = record.getMessage()
+    except Exception:  # arguments that do not fit the format: logging reports that when the record is emitted
+        return
+    if (masked := mask_secrets(message)) != message:
+        record.msg, record.args = masked, ()
+    if record.exc_info and not record.exc_text:
+        text = logging.Formatter().formatException(record.exc_info)
+        if (masked := mask_secrets(text)) != text:
+            record.exc_text = masked  # formatters use it instead of formatting the exception again
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -42,8 +78,11 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
+        # Fields passed with extra= (a request, a URL) are masked here: only the message and exception at creation.
+        from apps.main.reporting import mask_secrets
+
+        return mask_secrets(json.dumps(entry, default=str))
 
 
 class TaskDurationFilter(logging.Filter):

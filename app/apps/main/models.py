@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
+from django.utils import timezone
 
 
 class UserAction(models.Model):
@@ -120,3 +123,65 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name}[{self.task_id}] ({self.reason})"
+
+
+class ApiToken(models.Model):
+    """A bearer token of the task API and what it may do. Only the token's SHA-256 digest is stored
+    (apps.main.api.tokens); the token itself is shown once, when it is issued."""
+
+    name = models.CharField(max_length=100, unique=True, help_text="Who or what uses it, e.g. “billing-service”.")
+    shown_part = models.CharField(max_length=16, editable=False,
+                                  help_text="The token's first characters, to tell tokens apart.")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    tasks = models.JSONField(default=list, blank=True, help_text="Short names of the tasks it may enqueue.")
+    can_read_results = models.BooleanField(default=False, help_text="May read the state and result of any task.")
+    rate_limit = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Requests per API_RATE_LIMIT_WINDOW_SECONDS (60 s by default); empty: API_RATE_LIMIT.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Refused from this time on; empty: never.")
+    revoked_at = models.DateTimeField(null=True, blank=True, help_text="Refused from this time on, for good.")
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.shown_part}…)"
+
+    def refusal(self, now: Any) -> str | None:
+        """Why this token cannot be used at ``now``, or None."""
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return "revoked token"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired token"
+        return None
+
+
+class ApiAuditEvent(models.Model):
+    """One call of a task route of the API, allowed or refused (apps.main.api.audit)."""
+
+    class Action(models.TextChoices):
+        ENQUEUE = "enqueue"
+        READ_RESULT = "read_result"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    token_name = models.CharField(max_length=100, blank=True, help_text="Kept should the token be deleted.")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    task = models.CharField(max_length=64, blank=True, help_text="The task asked for (enqueue).")
+    task_id = models.CharField(max_length=64, blank=True, help_text="The id issued (enqueue) or read.")
+    status = models.PositiveSmallIntegerField(help_text="The HTTP status answered.")
+    allowed = models.BooleanField()
+    reason = models.CharField(max_length=200, blank=True, help_text="Why it was refused.")
+    client_address = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        verbose_name = "API audit event"
+        indexes = [models.Index(fields=["token", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.token_name or '-'} {self.action} {self.task or self.task_id}"

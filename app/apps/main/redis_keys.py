@@ -16,3 +16,5 @@ DEAD_LETTER_SPOOL_KEY = "celery-stack:deadletter-spool"
 #: node name; deleted when a worker of that name is ready again. The queue exporter never reports such a worker
 #: as down (``celery_worker_up`` 0), only one that stopped answering without it (SIGKILL, OOM, node loss).
 WORKER_STOPPED_KEY = "celery-stack:worker-stopped:{node}"
+#: Requests of one API token in one rate-limit window (apps.main.api.ratelimit), by token id and window index.
+API_RATE_LIMIT_KEY = "celery-stack:api-rate:{token}:{window}"

@@ -27,6 +27,15 @@ A channel that reads several keys at once (a worker on several queues, or messag
 delivery; ``LANDING_NOTE`` says so once in its log. With priorities off, the same sweep moves what a client
 on kombu's default settings sent with a priority (to ``<queue>\x06\x16<step>``) into the queue itself.
 
+**A full broker.** At ``maxmemory`` with ``noeviction`` Redis refuses every command that may add memory
+(OOM), ``BLMOVE``, ``ZADD`` and ``SET`` among them, while consuming is what frees memory: kombu's restore
+sweep (its lock is a ``SET``), the landing registration and ``BLMOVE`` would stop every worker
+("Unrecoverable error"), and kombu's own ``BRPOP`` delivery would lose the message it popped when writing it
+to ``unacked`` fails. So on an OOM reply the scripts run again flagged ``allow-oom`` (Redis >= 7; they move
+what Redis holds, or add a few bytes of bookkeeping), ``BLMOVE`` becomes the same move in such a script
+(nothing waiting: the channel idles ``OOM_IDLE`` seconds, so that it does not spin), a queue binding is
+written the same way, and the restore sweep waits for memory. Publishers still get the OOM error.
+
 ``install()`` registers it for ``redis://`` and ``rediss://`` broker URLs (``portfolio_site.celery``);
 ``sentinel://`` keeps kombu's own transport.
 """
@@ -53,6 +62,11 @@ LANDING_HEARTBEAT = 5.0
 #: the next channel here (Celery's, after it reconnected) gives them back at once instead of leaving them
 #: to other workers' sweeps, which wait out the visibility timeout.
 _UNRETURNED: set[tuple[str, str, str]] = set()
+#: Seconds a channel waits before it asks again for a message after a full broker found its queue empty.
+OOM_IDLE = 1.0
+#: The flag that lets a script write when Redis is at maxmemory (Redis >= 7 script flags); prepended to our
+#: scripts only after an OOM reply, so the usual path also runs on servers without script flags.
+ALLOW_OOM = "#!lua flags=allow-oom\n"
 LANDING_NOTE = ("this channel reads %d list keys (%s): BLMOVE takes one, so it uses kombu's BRPOP, which can "
                 "lose the message being delivered if the worker is killed at that moment")
 
@@ -63,6 +77,30 @@ redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('LREM', KEYS[3], 1, ARGV[4])
 return 1
+"""
+
+# kombu's unacked write of a message BRPOP delivered (QoS.append), for when the broker is full.
+# KEYS: unacked index, unacked hash. ARGV: delivery tag, time, the unacked entry.
+RESERVE_POPPED = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"""
+
+# BLMOVE's move without the wait (scripts cannot block). KEYS: source queue, landing list.
+TAKE = """
+return redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+"""
+
+# KEYS: landing registry. ARGV: score, landing list.
+REGISTER = """
+return redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+"""
+
+# kombu's queue binding (Channel._queue_bind). KEYS: the exchange's table, its permanent-members set. ARGV: member.
+BIND = """
+redis.call('SADD', KEYS[1], ARGV[1])
+return redis.call('SADD', KEYS[2], ARGV[1])
 """
 
 # KEYS: a queue's priority sub-lists, then the queue. Moves what waits in the sub-lists to the queue.
@@ -90,19 +128,36 @@ return moved
 class QoS(kombu_redis.QoS):
     def append(self, message: Any, delivery_tag: str) -> None:
         landed = self.channel._take_landed()
-        if landed is None:
-            return super().append(message, delivery_tag)
-        delivery = message.delivery_info
-        entry = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
         channel = self.channel
-        channel._script(RESERVE)(
+        if landed is None:
+            try:
+                return super().append(message, delivery_tag)
+            except redis.exceptions.OutOfMemoryError:  # BRPOP took it: refused now, it would be lost
+                channel._script(ALLOW_OOM + RESERVE_POPPED)(
+                    keys=[channel._key(self.unacked_index_key), channel._key(self.unacked_key)],
+                    args=[delivery_tag, time.time(), self._entry(message)],
+                )
+                return kombu_redis.virtual.QoS.append(self, message, delivery_tag)
+        channel._run(
+            RESERVE,
             keys=[channel._key(self.unacked_index_key), channel._key(self.unacked_key), landed.landing],
-            args=[delivery_tag, time.time(), entry, landed.element],
+            args=[delivery_tag, time.time(), self._entry(message), landed.element],
         )
         kombu_redis.virtual.QoS.append(self, message, delivery_tag)
 
+    @staticmethod
+    def _entry(message: Any) -> str:
+        """The message's ``unacked`` hash value, as kombu writes it."""
+        delivery = message.delivery_info
+        return dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
-        super().restore_visible(start=start, num=num, interval=interval)
+        try:
+            super().restore_visible(start=start, num=num, interval=interval)
+        except redis.exceptions.OutOfMemoryError as exc:
+            # A full broker refuses the sweep's lock and the LPUSH of a restore: what is due stays in the
+            # unacked hash, untouched, for a sweep once memory is freed. Not a reason to stop the worker.
+            logger.warning("restore of unacknowledged messages postponed, the broker is full: %s", exc)
         if (self._vrestore_count - 1) % (interval or 1) == 0:  # the throttled sweep ran
             self.channel.restore_dead_landings()
             self.channel.adopt_stray_priorities()
@@ -122,6 +177,7 @@ class Channel(kombu_redis.Channel):
     _landed: Landed | None = None
     _blmove_source: str | None = None  # the queue of the BLMOVE in flight; None: a BRPOP or nothing
     _noted_brpop = False
+    _oom_idle_until = 0.0  # monotonic: until then a full broker had nothing for this channel
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._landing_id = uuid.uuid4().hex
@@ -168,6 +224,29 @@ class Channel(kombu_redis.Channel):
             script = self._scripts[source] = self._plain().register_script(source)
         return script
 
+    def _run(self, source: str, keys: list[str], args: list[Any] | None = None) -> Any:
+        """Run one of our scripts; refused for OOM (they move what Redis holds, or add a few bytes of
+        bookkeeping), run it again flagged allow-oom: a full broker must not stop its consumers."""
+        try:
+            return self._script(source)(keys=keys, args=args or [])
+        except redis.exceptions.OutOfMemoryError:
+            return self._script(ALLOW_OOM + source)(keys=keys, args=args or [])
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        try:
+            super()._queue_bind(exchange, routing_key, pattern, queue)
+        except redis.exceptions.OutOfMemoryError:
+            # A worker (re)started on a full broker must be able to declare the queue it will drain, and a
+            # control client (ping, inspect) its reply queue: a binding is a few bytes.
+            member = self.sep.join([routing_key or "", pattern or "", queue or ""])
+            table = self._key(self.keyprefix_queue % (exchange,))
+            if queue in self._expires:  # kombu's expiring binding, its own script
+                self._script(ALLOW_OOM + kombu_redis.REFRESH_BINDING)(
+                    keys=[table, self._script_binding_deadlines], args=[member, exchange, self._binding_ttl(queue)])
+            else:
+                self._script(ALLOW_OOM + BIND)(
+                    keys=[table, self._key(self.keyprefix_binding_permanent % (exchange,))], args=[member])
+
     def _landing_for(self, source: str) -> str:
         """This channel's landing list for ``source`` (full keys), registered as alive."""
         landing, registered = self._landings.get(source, ("", 0.0))
@@ -177,7 +256,7 @@ class Channel(kombu_redis.Channel):
         now = time.monotonic()
         if now - registered >= LANDING_HEARTBEAT:
             # Before the BLMOVE is sent: a sweep that saw the old score finds this one and leaves it.
-            self._plain().zadd(self.landing_registry, {landing: time.time()})
+            self._run(REGISTER, keys=[self.landing_registry], args=[time.time(), landing])
             self._landings[source] = (landing, now)
         return landing
 
@@ -191,6 +270,8 @@ class Channel(kombu_redis.Channel):
                 self._noted_brpop = True
                 logger.warning(LANDING_NOTE, len(keys), ", ".join(map(repr, keys)))
             return super()._brpop_start(timeout)
+        if time.monotonic() < self._oom_idle_until:
+            return  # nothing sent: the event loop waits on its other work and timers, then asks again
         source = self._key(keys[0])
         landing = self._landing_for(source)
         self._blmove_source = queues[0]
@@ -205,15 +286,21 @@ class Channel(kombu_redis.Channel):
         if queue is None:
             return super()._brpop_read(**options)
         try:
+            landing = self._landings[self._key(queue)][0]
             try:
                 element = self.client.parse_response(self.client.connection, "BLMOVE", **options)
+            except redis.exceptions.OutOfMemoryError:
+                # A full broker refuses BLMOVE (it may create the landing list): the same move in a script
+                # that may run then. Consuming is what frees memory.
+                element = self._script(ALLOW_OOM + TAKE)(keys=[self._key(queue), landing])
+                if element is None:
+                    self._oom_idle_until = time.monotonic() + OOM_IDLE
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
             if element is None:
                 raise kombu_redis.Empty()
             self._queue_cycle.rotate(queue)
-            landing = self._landings[self._key(queue)][0]
             self._landed = Landed(element, landing)
             try:
                 self.connection._deliver(loads(bytes_to_str(element)), queue)
@@ -247,7 +334,7 @@ class Channel(kombu_redis.Channel):
         channel did not renew it since. Returns how many messages moved (-1: it was renewed)."""
         ceiling = "" if dead_before is None else repr(dead_before)
         keys = [registry or self.landing_registry, landing, source]
-        moved = int(self._script(GIVE_BACK)(keys=keys, args=[ceiling]))
+        moved = int(self._run(GIVE_BACK, keys=keys, args=[ceiling]))
         if dead_before is None and registry is None:
             self._landings.pop(source, None)  # unregistered: the next BLMOVE registers it again
         return moved
@@ -285,7 +372,7 @@ class Channel(kombu_redis.Channel):
             return
         for queue in self.active_queues:
             subs = [self._key(f"{queue}{self.sep}{step}") for step in kombu_redis.PRIORITY_STEPS if step]
-            moved = int(self._script(ADOPT)(keys=[*subs, self._key(queue)]))
+            moved = int(self._run(ADOPT, keys=[*subs, self._key(queue)]))
             if moved:
                 logger.warning("moved %d message(s) sent with a priority into %s (priorities are off)", moved, queue)
 

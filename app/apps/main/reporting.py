@@ -6,15 +6,23 @@ SIGNATURE); ours carry their secrets in URLs (REDIS_URL, DATABASE_URL, CELERY_BR
 CACHES' LOCATION), and runserver copies the whole environment into request.META. So names are matched
 more broadly, and every value that holds a URL with a password has the password masked — in settings,
 META, POST data, frame variables, and finally in the rendered report itself (exception messages too).
-Unlike Django's own filter, ours also works with DEBUG on: that is when the page is shown.
+Besides, the process's own secrets (``secret_values``) are masked wherever their value shows, whatever holds
+them: a local variable, a form field, an exception's message. Unlike Django's own filter, ours also works with
+DEBUG on: that is when the page is shown. The logs use the same masking (apps.main.logging), and so do the
+workers' answers to ``inspect conf`` (apps.main.worker_control), which Flower shows.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pprint
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest, QueryDict
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
@@ -39,10 +47,60 @@ _QUERY_SECRET = re.compile(
 )
 
 
+#: Values shorter than this are not masked by value: they would hide unrelated text (and are no real secret).
+MIN_SECRET_LENGTH = 8
+
+
+#: secret_values() by the FLOWER_BASIC_AUTH it saw: every log record asks (apps.main.logging), the settings
+#: change only under override_settings (setting_changed empties it).
+_secret_values: dict[str | None, list[str]] = {}
+
+
+@receiver(setting_changed, dispatch_uid="apps.main.reporting.forget_secret_values")
+def _forget_secret_values(**_: Any) -> None:
+    _secret_values.clear()
+
+
+def secret_values() -> list[str]:
+    """This process's secrets, longest first: the settings' secret key(s), API token and payload encryption keys,
+    the passwords of its Redis, broker and database connections, and Flower's basic-auth passwords. Empty until
+    the settings are loaded (a log record can be made before that)."""
+    from django.conf import settings
+
+    from portfolio_site import environment as env
+
+    if not settings.configured:
+        return []
+    flower_auth = os.environ.get(env.FLOWER_BASIC_AUTH)
+    if (known := _secret_values.get(flower_auth)) is None:
+        known = _secret_values[flower_auth] = _collect_secret_values(settings, flower_auth)
+    return known
+
+
+def _collect_secret_values(settings: Any, flower_auth: str | None) -> list[str]:
+    values = [getattr(settings, "SECRET_KEY", ""), *getattr(settings, "SECRET_KEY_FALLBACKS", ()),
+              getattr(settings, "API_TOKEN", ""), *getattr(settings, "PAYLOAD_ENCRYPTION_KEYS", ())]
+    for name in ("REDIS_URL", "CELERY_BROKER_URL", "DATABASE_URL"):
+        url = getattr(settings, name, None)
+        if isinstance(url, str):
+            with contextlib.suppress(ValueError):  # not a URL
+                values.append(urlsplit(url).password or "")
+    values += [database.get("PASSWORD") or "" for database in getattr(settings, "DATABASES", {}).values()]
+    values += [pair.partition(":")[2] for pair in (flower_auth or "").split(",")]
+    return sorted({value for value in values if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH},
+                  key=len, reverse=True)
+
+
 def mask_secrets(text: str) -> str:
-    """``text`` with the passwords of URLs and secret query parameters replaced by stars."""
-    text = _URL_PASSWORD.sub(lambda match: match["head"] + SUBSTITUTE, text)
-    return _QUERY_SECRET.sub(lambda match: match["head"] + SUBSTITUTE, text)
+    """``text`` with the passwords of URLs, secret query parameters and this process's secrets replaced by stars."""
+    # The checks in front skip each pattern where it cannot match: every log record passes here.
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda match: match["head"] + SUBSTITUTE, text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(lambda match: match["head"] + SUBSTITUTE, text)
+    for value in secret_values():
+        text = text.replace(value, SUBSTITUTE)
+    return text
 
 
 class _Shown:

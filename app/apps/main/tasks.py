@@ -26,7 +26,7 @@ from django.utils.dateparse import parse_datetime
 
 from apps.main import checks, deadletter
 from apps.main.base_task import ReliableTask
-from apps.main.models import AnalyticsSnapshot, DeadLetter, Heartbeat, Notification, UserAction
+from apps.main.models import AnalyticsSnapshot, ApiAuditEvent, DeadLetter, Heartbeat, Notification, UserAction
 from apps.main.queues import task_name
 from apps.main.retry import PermanentError, TransientError
 from apps.main.single_statement import insert_if_absent
@@ -126,7 +126,8 @@ def update_analytics(self: ReliableTask, window_minutes: int = 5) -> dict[str, A
 
 @shared_task(bind=True, base=ReliableTask, name=task_name("cleanup_temp_files"), track_started=True)
 def cleanup_temp_files(self: ReliableTask, max_age_seconds: int | None = None) -> dict[str, int]:
-    """Remove temp files older than ``max_age_seconds``, expired cache entries and expired results."""
+    """Remove temp files older than ``max_age_seconds``, expired cache entries, expired results and API audit
+    events older than API_AUDIT_RETENTION_DAYS."""
     from django.core.cache import cache
     from django_celery_results.models import TaskResult
 
@@ -155,11 +156,14 @@ def cleanup_temp_files(self: ReliableTask, max_age_seconds: int | None = None) -
 
     expires = timezone.now() - timedelta(seconds=settings.CELERY_RESULT_EXPIRES)
     results_removed, _ = TaskResult.objects.filter(date_done__lt=expires).delete()
+    audit_horizon = timezone.now() - timedelta(days=settings.API_AUDIT_RETENTION_DAYS)
+    audit_events_removed, _ = ApiAuditEvent.objects.filter(at__lt=audit_horizon).delete()
     return {
         "files_removed": files_removed,
         "dirs_removed": dirs_removed,
         "cache_entries_removed": cache_entries_removed,
         "results_removed": results_removed,
+        "audit_events_removed": audit_events_removed,
     }
 
 

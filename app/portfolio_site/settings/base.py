@@ -11,6 +11,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent  # app/
 DATA_DIR = Path(env.get(env.DATA_DIR, str(BASE_DIR.parent / ".local" / "data")))
 
 SECRET_KEY = env.get(env.SECRET_KEY, "insecure-development-key-change-me")
+SECRET_KEY_FALLBACKS = env.get_list(env.SECRET_KEY_FALLBACKS)
 DEBUG = False
 ALLOWED_HOSTS = env.get_list(env.ALLOWED_HOSTS, ("localhost", "127.0.0.1", "[::1]"))
 CSRF_TRUSTED_ORIGINS = env.get_list(env.CSRF_TRUSTED_ORIGINS)
@@ -122,7 +123,10 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Celery Stack task API",
     "DESCRIPTION": (
         "Enqueue allow-listed background tasks and read their state. Every call needs "
-        "`Authorization: Bearer <API_TOKEN>` (in this page: **Authorize**). Every error is JSON with a `detail`; "
+        "`Authorization: Bearer <token>` (in this page: **Authorize**): a token may enqueue the tasks it was "
+        "issued for (else 403) and read results only when allowed to (else 403), at most its rate per window "
+        "(else 429 with `Retry-After`); every call is audited. Tokens: `manage.py api_tokens` or the admin; "
+        "`API_TOKEN` of the environment is one that may do everything. Every error is JSON with a `detail`; "
         "a path under /api/ that is no route is a 404, another method on a route is a 405 with `Allow`. "
         "The schema: /api/schema/ (JSON; YAML with `?format=yaml`)."
     ),
@@ -143,6 +147,11 @@ SPECTACULAR_SETTINGS = {
 API_MAX_BODY_BYTES = env.get_int(env.API_MAX_BODY_BYTES, 1024 * 1024)
 API_MAX_JSON_DEPTH = env.get_int(env.API_MAX_JSON_DEPTH, 32)
 API_RETRY_AFTER_SECONDS = 5  # Retry-After of a 503 (broker, database or cache unreachable)
+# Per-token rate limit (apps.main.api.ratelimit) and the audit trail (apps.main.api.audit).
+API_RATE_LIMIT = env.get_int(env.API_RATE_LIMIT, 600)
+API_RATE_LIMIT_WINDOW_SECONDS = env.get_int(env.API_RATE_LIMIT_WINDOW_SECONDS, 60)
+API_AUDIT_RETENTION_DAYS = env.get_int(env.API_AUDIT_RETENTION_DAYS, 90)
+REST_FRAMEWORK["NUM_PROXIES"] = env.get_int(env.API_NUM_PROXIES, 0)
 REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["apps.main.api.parsers.LimitedJSONParser"]
 REST_FRAMEWORK["EXCEPTION_HANDLER"] = "apps.main.api.errors.exception_handler"
 SPECTACULAR_SETTINGS["PREPROCESSING_HOOKS"] = ["apps.main.api.schema.canonical_paths_only"]
@@ -276,6 +285,10 @@ LOGGING: dict = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+# No record carries a secret, whichever handler writes it (apps.main.logging).
+from apps.main.logging import mask_secrets_in_records  # noqa: E402
+
+mask_secrets_in_records()
 
 # --- Sentry, only when a DSN is given ------------------------------------------------------------
 SENTRY_DSN = env.get(env.SENTRY_DSN)

@@ -7,6 +7,8 @@ EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
 EMAIL_FILE_PATH = env.get("EMAIL_FILE_PATH", str(DATA_DIR / "mail"))
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 API_TOKEN = env.get(env.API_TOKEN, "test-token")
+# The whole session shares the environment token's rate window; tests of the limit set their own.
+API_RATE_LIMIT = env.get_int(env.API_RATE_LIMIT, 1_000_000)
 
 # Same shape as production, a hundredth of the waiting.
 RETRY_BACKOFF_MAX = 2

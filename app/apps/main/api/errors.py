@@ -1,8 +1,8 @@
 """Every error the API answers is JSON with a reason: DRF's exception handler for the API views, and
 Django's error handlers (handler400/403/404/500) for everything else.
 
-A broker, database or cache that does not answer is the caller's cue to come back later (503 with
-``Retry-After``), not a bug (500). No error body carries a traceback or an exception's message.
+A broker, database or cache that does not answer, or a Redis that is full, is the caller's cue to come
+back later (503 with ``Retry-After``), not a bug (500). No error body carries a traceback or an exception's message.
 """
 
 from __future__ import annotations
@@ -34,6 +34,17 @@ UNREACHABLE: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
 )
 
 
+def full_service(exc: BaseException) -> str | None:
+    """The service ``exc`` says is full — Redis at maxmemory with noeviction refuses writes (OOM); kombu wraps
+    the broker's refusal in its OperationalError — or None. Checked before ``unreachable_service``."""
+    if isinstance(exc, kombu.exceptions.OperationalError) and isinstance(exc.__cause__,
+                                                                         redis.exceptions.OutOfMemoryError):
+        return "task broker"
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):  # the cache's client (rate limits): same Redis by default
+        return "cache"
+    return None
+
+
 def unreachable_service(exc: BaseException) -> str | None:
     """The service ``exc`` says is unreachable (named for the caller), or None for any other error."""
     for types, service in UNREACHABLE:
@@ -54,8 +65,8 @@ class ServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_code = "service_unavailable"
 
-    def __init__(self, service: str) -> None:
-        super().__init__(f"the {service} is unreachable; try again later")
+    def __init__(self, service: str, problem: str = "is unreachable") -> None:
+        super().__init__(f"the {service} {problem}; try again later")
         self.wait = settings.API_RETRY_AFTER_SECONDS  # DRF turns it into the Retry-After header
 
 
@@ -64,7 +75,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     # Imported here: rest_framework.views loads the parser classes, and ours import this module.
     from rest_framework.views import exception_handler as drf_exception_handler
 
-    if service := unreachable_service(exc):
+    if service := full_service(exc):
+        logger.warning("%s full in %s: %s: %s", service, type(context.get("view")).__name__, type(exc).__name__, exc)
+        exc = ServiceUnavailable(service, "is full")
+    elif service := unreachable_service(exc):
         view = context.get("view")
         logger.warning("%s unreachable in %s: %s: %s", service, type(view).__name__, type(exc).__name__, exc)
         exc = ServiceUnavailable(service)

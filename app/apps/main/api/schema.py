@@ -127,8 +127,9 @@ def canonical_paths_only(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> lis
 
 
 RETRY_AFTER = OpenApiParameter(
-    "Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[503],
-    description="Seconds to wait before trying again (API_RETRY_AFTER_SECONDS).",
+    "Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[429, 503],
+    description="Seconds to wait before trying again: until the token's rate-limit window ends (429), "
+                "API_RETRY_AFTER_SECONDS (503).",
 )
 
 #: A 400 on a body: ``{field: [reasons]}`` for invalid arguments, ``{"detail": reason}`` for a body that
@@ -142,13 +143,17 @@ INVALID_BODY: dict[str, Any] = {
 }
 
 
-def error_responses(*, not_found: str, with_body: bool) -> dict[int, OpenApiResponse]:
+def error_responses(*, not_found: str, forbidden: str, with_body: bool) -> dict[int, OpenApiResponse]:
     """The error responses of one operation (every one JSON; see apps.main.api.errors)."""
     from apps.main.api.serializers import ApiError
 
     responses = {
-        401: OpenApiResponse(ApiError, "No valid `Authorization: Bearer <API_TOKEN>` header."),
+        401: OpenApiResponse(ApiError, "No `Authorization: Bearer <token>` header, or a token that is unknown, "
+                                       "expired or revoked."),
+        403: OpenApiResponse(ApiError, forbidden),
         404: OpenApiResponse(ApiError, not_found),
+        429: OpenApiResponse(ApiError, "The token's rate limit is exhausted (its `rate_limit`, else API_RATE_LIMIT, "
+                                       "calls per API_RATE_LIMIT_WINDOW_SECONDS); retry after Retry-After seconds."),
         413: OpenApiResponse(ApiError, "The body is larger than API_MAX_BODY_BYTES (checked on Content-Length)."),
         503: OpenApiResponse(ApiError, "The broker or the database is unreachable; retry after Retry-After seconds."),
     }

@@ -10,7 +10,8 @@ from typing import Any
 
 from celery import states
 from celery.result import AsyncResult
-from django.http import HttpRequest, JsonResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
@@ -20,6 +21,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.main.api import audit
+from apps.main.api.auth import RateLimited, TokenRateThrottle, TokenScope
 from apps.main.api.errors import error_response
 from apps.main.api.issued import was_issued
 from apps.main.api.schema import RETRY_AFTER, error_responses
@@ -29,11 +32,41 @@ from apps.main.queues import queue_for, task_name
 from portfolio_site.celery import app
 
 
+class TaskApiView(APIView):
+    """A task route: the token's scope and rate are checked, and every call is audited, allowed or not."""
+
+    permission_classes = [TokenScope]
+    throttle_classes = [TokenRateThrottle]
+
+    def scope_refusal(self, token: Any) -> str | None:
+        """What ``token`` lacks to make this call, or None; a route that says nothing refuses."""
+        return "this token may not make this call"
+
+    def audit_subject(self, response: Response, **kwargs: Any) -> dict[str, str]:
+        """``action``, ``task`` and ``task_id`` of the audit record."""
+        return {"action": "unknown"}
+
+    def throttled(self, request: Request, wait: float | None) -> None:
+        raise RateLimited(wait, request.user.token.rate_limit or settings.API_RATE_LIMIT)
+
+    def finalize_response(self, request: Request, response: HttpResponse, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        audit.record(request, response, **self.audit_subject(response, **kwargs))
+        return response
+
+
 def enqueue_view(short_name: str) -> type[APIView]:
     """One view class per allow-listed task, so the OpenAPI schema shows each task's own arguments."""
     arguments: type[TaskArguments] = TASK_ARGUMENTS[short_name]
 
-    class EnqueueTask(APIView):
+    class EnqueueTask(TaskApiView):
+        def scope_refusal(self, token: Any) -> str | None:
+            return None if short_name in token.tasks else f"this token may not enqueue {short_name}"
+
+        def audit_subject(self, response: Response, **kwargs: Any) -> dict[str, str]:
+            issued = response.data.get("id", "") if response.status_code == 202 else ""
+            return {"action": "enqueue", "task": short_name, "task_id": issued}
+
         @extend_schema(
             operation_id=f"enqueue_{short_name}",
             summary=f"Enqueue {short_name}",
@@ -42,6 +75,7 @@ def enqueue_view(short_name: str) -> type[APIView]:
                       for title, body in arguments.examples.items()],
             responses={202: TaskAccepted,
                        **error_responses(not_found="No such route (the task names are the allow-list).",
+                                         forbidden=f"The token may not enqueue {short_name}.",
                                          with_body=True)},
             parameters=[RETRY_AFTER],
             tags=["tasks"],
@@ -73,11 +107,18 @@ def unknown_task(request: HttpRequest, name: str) -> JsonResponse:
     return error_response(404, f"{name!r} is not a task id (task ids are UUIDs)")
 
 
-class TaskStatusView(APIView):
+class TaskStatusView(TaskApiView):
+    def scope_refusal(self, token: Any) -> str | None:
+        return None if token.can_read_results else "this token may not read task results"
+
+    def audit_subject(self, response: Response, **kwargs: Any) -> dict[str, str]:
+        return {"action": "read_result", "task_id": str(kwargs.get("task_id", ""))}
+
     @extend_schema(
         operation_id="task_status",
         responses={200: TaskStatus,
                    **error_responses(not_found="No task with this id was issued, or its result expired.",
+                                     forbidden="The token may not read task results.",
                                      with_body=False)},
         parameters=[RETRY_AFTER, OpenApiParameter("task_id", OpenApiTypes.UUID, OpenApiParameter.PATH,
                                                   description="The `id` the enqueue answered (any letter case).")],

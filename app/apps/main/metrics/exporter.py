@@ -3,8 +3,9 @@
 ``python manage.py run_queue_exporter`` serves, per queue, the backlog (``celery_queue_length``,
 every priority sub-list counted; the `hpa` autoscaling engine reads it), messages reserved but not
 acknowledged (``celery_queue_in_flight``), the age of the oldest waiting message, and workers online;
-plus broker reachability, beat's last tick, pending dead letters and the health_check heartbeat, and
-``celery_worker_up`` 0 for a worker the census lost without a clean shutdown (``WorkerLiveness``).
+plus the broker's memory and its maxmemory (a full broker refuses publishes), broker reachability, beat's
+last tick, pending dead letters and the health_check heartbeat, and ``celery_worker_up`` 0 for a worker
+the census lost without a clean shutdown (``WorkerLiveness``).
 
 Scrapes never touch the broker or the database. Background threads refresh snapshots — the broker
 one with one pipelined round trip of O(queues x priority steps) commands under a socket timeout, the
@@ -78,6 +79,8 @@ class BrokerSnapshot:
     oldest_age: dict[str, float]  # queues whose head carries no publish time are absent
     beat_last_tick: float  # 0 = no tick recorded
     duration: float
+    used_memory: int = 0  # INFO memory: bytes the broker uses, and its maxmemory (0 = no limit)
+    maxmemory: int = 0
 
 
 @dataclass
@@ -137,7 +140,8 @@ def _published_at(raw: bytes | str | None) -> float | None:
 
 
 def read_broker(client: Any, layout: BrokerLayout, *, now: Callable[[], float] = time.time) -> BrokerSnapshot:
-    """One pipelined round trip: LLEN and the tail (oldest) element of every sub-list, unacked, beat tick."""
+    """One pipelined round trip: LLEN and the tail (oldest) element of every sub-list, unacked, beat tick,
+    INFO memory."""
     begun = time.monotonic()
     pipe = client.pipeline(transaction=False)
     for queue in layout.queues:
@@ -146,6 +150,7 @@ def read_broker(client: Any, layout: BrokerLayout, *, now: Callable[[], float] =
             pipe.lindex(key, -1)  # kombu LPUSHes and BRPOPs: the tail is the next message out
     pipe.hvals(layout.key_prefix + layout.unacked_key)
     pipe.get(layout.beat_tick_key)
+    pipe.info("memory")
     replies = pipe.execute()
     wall = now()
 
@@ -184,8 +189,9 @@ def read_broker(client: Any, layout: BrokerLayout, *, now: Callable[[], float] =
         beat_last_tick = float(tick) if tick is not None else 0.0
     except ValueError:
         beat_last_tick = 0.0
+    memory = replies[position + 2] or {}
     return BrokerSnapshot(time.monotonic(), lengths, in_flight, oldest_age, beat_last_tick,
-                          time.monotonic() - begun)
+                          time.monotonic() - begun, int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)))
 
 
 def broker_client(url: str, timeout: float) -> Any:
@@ -329,6 +335,13 @@ class QueueExporter(Collector):
                                          "Seconds the last broker read took.")
             duration.add_metric([], broker.duration)
             yield duration
+            used = GaugeMetricFamily("celery_broker_memory_used_bytes", "Bytes the broker (Redis) uses (INFO memory).")
+            used.add_metric([], float(broker.used_memory))
+            yield used
+            limit = GaugeMetricFamily("celery_broker_memory_max_bytes",
+                                      "The broker's maxmemory in bytes (0 = no limit); at it, publishes are refused.")
+            limit.add_metric([], float(broker.maxmemory))
+            yield limit
         workers = self.workers if self._fresh(self.workers, self.inspect_interval + self.inspect_timeout) else None
         if workers is not None:
             yield self._per_queue("celery_workers_online", "Workers consuming the queue.", workers.per_queue)

@@ -27,7 +27,8 @@ class Command(BaseCommand):
                 "Flower shows task arguments and can revoke tasks, so it never runs without auth"
             )
         argv = [
-            sys.executable, "-m", "celery", "-A", "portfolio_site", "flower",
+            # Celery's command line, with Flower's /metrics behind the basic auth too (see the launcher).
+            sys.executable, "-m", "apps.main.flower_launcher", "-A", "portfolio_site", "flower",
             f"--port={options['port']}", f"--address={options['address']}",
             f"--max_tasks={settings.FLOWER_MAX_TASKS}", "--persistent=False",
         ]
