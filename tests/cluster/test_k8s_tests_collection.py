@@ -29,7 +29,7 @@ def test_collects_every_scenario_without_error(dead_kubeconfig: Path) -> None:
     assert files == {f"test_{n}.py" for n in
                      ("release", "tasks", "beat", "flower", "metrics", "autoscaling", "worker_loss", "upgrade",
                       "keda", "logs", "migrations", "scale_to_zero", "redis_restart", "scale_down", "uninstall",
-                      "network_policy", "pod_security")}
+                      "network_policy", "pod_security", "api_tokens")}
     assert sum("test_task_succeeds_on_its_queues_pool[" in i for i in ids) == 7
     # Tilt's release of its own runs only when asked for (`make tilt-test`: -m tilt).
     tilt = run_k8s_tests(dead_kubeconfig, "--collect-only", "-q", "-m", "tilt")
