@@ -6,8 +6,8 @@
 - a pod labelled as Prometheus (kube-prometheus-stack's label, the chart's default metrics peer) opens the
   metrics ports.
 
-Needs a network plugin that enforces NetworkPolicy (kind's kindnet does; the local cluster runs
-kube-network-policies). The test proves enforcement first, with a deny-all policy of its own on a probe
+Needs a network plugin that enforces NetworkPolicy (kind's kindnet does; the local cluster runs kube-router's
+policy firewall). The test proves enforcement first, with a deny-all policy of its own on a probe
 server, and skips, saying so, where a connection to that server still goes through — unless
 K8S_TESTS_NETWORK_POLICY_ENFORCED=1 (`make cluster-test`): then that is a failure. The same rules are
 evaluated over `helm template` output in tests/chart/test_network_policy.py.
@@ -24,7 +24,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from k8s_support.podexec import marked_json
-from k8s_support.probes import CONNECT, deny_all_ingress, probe_pod
+from k8s_support.probes import connect_args, deny_all_ingress, probe_pod
 from k8s_support.release import (
     COMPONENT_LABEL,
     INSTANCE_LABEL,
@@ -60,11 +60,12 @@ class Probes:
         return self._wait(name, lambda pod: pod.status.pod_ip if pod.status.phase == "Running" else None,
                           "to run")
 
-    def connect(self, who: str, targets: list[str], labels: dict[str, str] | None = None) -> dict[str, str]:
-        """{target: "open" | the error} as seen from a new pod carrying ``labels``."""
+    def connect(self, who: str, targets: list[str], labels: dict[str, str] | None = None,
+                until: str = "open") -> dict[str, str]:
+        """{target: "open" | the error} as seen from a new pod carrying ``labels`` (probes.connect_args)."""
         name = f"k8s-tests-np-{who}-{self.suffix}"
         self.core.create_namespaced_pod(self.namespace, probe_pod(name, self.image, f"client-{self.suffix}",
-                                                                  ["python", "-c", CONNECT, *targets], labels))
+                                                                  connect_args(targets, until=until), labels))
         self.created.append(name)
         phase = self._wait(name, lambda pod: pod.status.phase if pod.status.phase in ("Succeeded", "Failed")
                            else None, "to finish")
@@ -95,7 +96,7 @@ def _enforced_or_skip(networking: Any, probes: Probes) -> None:
     networking.create_namespaced_network_policy(probes.namespace, deny_all_ingress(policy, f"server-{probes.suffix}"))
     try:
         guarded = f"{probes.server(f'server-{probes.suffix}')}:8080"
-        seen = probes.connect("enforced", [guarded])
+        seen = probes.connect("enforced", [guarded], until="refused")
     finally:
         networking.delete_namespaced_network_policy(policy, probes.namespace)
     if seen[guarded] == "open":
@@ -103,6 +104,20 @@ def _enforced_or_skip(networking: Any, probes: Probes) -> None:
             f"K8S_TESTS_NETWORK_POLICY_ENFORCED=1 but a deny-all policy did not stop a connection: {seen}")
         pytest.skip("the cluster's network plugin does not enforce NetworkPolicy: a deny-all policy did not stop a "
                     f"connection to a probe pod ({seen}); run this on kind (kindnet enforces them)")
+
+
+def _address(reader: ClusterReader, release: Release, role: str, port: str) -> str:
+    """host:port of a role's server: its Service, else (workers: the chart renders their headless Service only
+    for a ServiceMonitor; Prometheus scrapes the pods) a running pod's IP and its container port so named —
+    the address Prometheus itself opens."""
+    services = reader.core.list_namespaced_service(release.namespace, label_selector=release.selector(role)).items
+    if services:
+        return f"{services[0].metadata.name}:{service_port(services[0], port)}"
+    pods = reader.pods(release.selector(role))
+    assert pods, f"no Service and no running pod of component {role} ({release.selector(role)})"
+    numbers = [p.container_port for c in pods[0].spec.containers for p in c.ports or [] if p.name == port]
+    assert numbers, f"pod {pods[0].metadata.name} has no container port named {port!r}"
+    return f"{pods[0].status.pod_ip}:{numbers[0]}"
 
 
 @pytest.mark.timeout(900)
@@ -116,10 +131,7 @@ def test_only_the_roles_that_use_a_server_reach_it(
         pytest.skip("the release renders no NetworkPolicy (networkPolicy.enabled is false in its values)")
     _enforced_or_skip(networking, probes)
 
-    targets = {}
-    for role, port in SERVERS:
-        service = reader.service(role)
-        targets[(role, port)] = f"{service.metadata.name}:{service_port(service, port)}"
+    targets = {(role, port): _address(reader, release, role, port) for role, port in SERVERS}
     everything = list(targets.values())
     web_labels = reader.one_deployment("web").spec.template.metadata.labels
     release_labels = {key: web_labels[key] for key in (NAME_LABEL, INSTANCE_LABEL)}

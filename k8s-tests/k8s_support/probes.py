@@ -11,19 +11,38 @@ from typing import Any
 
 PROBE_LABEL = "k8s-tests.celery-stack.io/probe"
 
-#: `python -c` program: try each host:port argument once (3 s) and print {"host:port": "open" | error}.
-CONNECT = """
-import json, socket, sys
-result = {}
-for target in sys.argv[1:]:
-    host, port = target.rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-        result[target] = "open"
-    except OSError as exc:
-        result[target] = f"{type(exc).__name__}: {exc}"
+#: Seconds a probe keeps trying before it reports. A policy agent that programs the host's firewall
+#: (kube-router, on the local cluster) applies a new policy, or admits a new pod, once its sets are updated:
+#: a moment later (0.6 s measured on the idle local cluster), so one attempt would race it.
+SETTLE_SECONDS = 20
+
+_PROGRAM = """
+import json, socket, sys, time
+wanted = sys.argv[1]  # "open": try a target until it opens; "refused": until it does not
+deadline = time.monotonic() + SETTLE_SECONDS
+result = {target: "not tried" for target in sys.argv[2:]}
+def settled(seen):
+    return (seen == "open") == (wanted == "open")
+while True:
+    for target in [t for t, seen in result.items() if seen == "not tried" or not settled(seen)]:
+        host, port = target.rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+            result[target] = "open"
+        except OSError as exc:
+            result[target] = f"{type(exc).__name__}: {exc}"
+    if all(settled(seen) for seen in result.values()) or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
 print("PROBE=" + json.dumps(result), flush=True)
-"""
+""".replace("SETTLE_SECONDS", str(SETTLE_SECONDS))
+
+
+def connect_args(targets: Sequence[str], *, until: str = "open") -> list[str]:
+    """A probe's command: try every ``host:port`` of ``targets`` until it opens (``until="open"``: what stays
+    closed for SETTLE_SECONDS is closed) or until it is refused (``until="refused"``: what still opens after
+    SETTLE_SECONDS is open), and print ``PROBE={"host:port": "open" | the error}``."""
+    return ["python", "-c", _PROGRAM, until, *targets]
 
 
 def probe_pod(name: str, image: str, role: str, args: Sequence[str],

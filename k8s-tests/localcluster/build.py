@@ -103,9 +103,14 @@ def _local_path_provisioner() -> GoComponent:
                        commands={".": "local-path-provisioner"})
 
 
+def _kube_router() -> GoComponent:
+    return GoComponent(name="kube-router", module="github.com/cloudnativelabs/kube-router/v2",
+                       version=versions.get("KUBE_ROUTER_VERSION"), commands={"./cmd/kube-router": "kube-router"})
+
+
 def components() -> list[GoComponent]:
     """Every component, the largest first (its build shows progress the longest)."""
-    return [_kubernetes(), _etcd(), _keda(), _coredns(), _metrics_server(), _local_path_provisioner()]
+    return [_kubernetes(), _etcd(), _keda(), _coredns(), _kube_router(), _metrics_server(), _local_path_provisioner()]
 
 
 def by_name(name: str) -> GoComponent:

@@ -1,8 +1,8 @@
 """Command lines of the cluster's host processes (the layout of Kubernetes' hack/local-up-cluster.sh).
 
 Order matters and is the order of COMPONENTS: etcd, the control plane, then the node (containerd,
-kubelet, kube-proxy). Each entry is a pure function of the topology and paths, so tests can check
-the flags without starting anything.
+kubelet, kube-proxy, kube-router: the NetworkPolicy agent). Each entry is a pure function of the topology
+and paths, so tests can check the flags without starting anything.
 """
 
 from __future__ import annotations
@@ -107,6 +107,22 @@ def kube_proxy(t: Topology) -> list[str]:
     return [_kube("kube-proxy"), f"--config={CONFIG_DIR / 'kube-proxy.yaml'}"]
 
 
+#: kube-router's health port (its default, 20244) and the metrics it would serve (off).
+KUBE_ROUTER_HEALTH_PORT = 20244
+
+
+def kube_router(t: Topology) -> list[str]:
+    """kube-router as the NetworkPolicy agent only: its firewall (iptables + ipset, fed by the pods'
+    bridged traffic through br_netfilter); routing, service proxy and CNI stay with the bridge plugin and
+    kube-proxy."""
+    return [
+        str(build.by_name("kube-router").binary("kube-router")), f"--kubeconfig={_kubeconfig('admin')}",
+        "--run-firewall=true", "--run-router=false", "--run-service-proxy=false", "--enable-cni=false",
+        "--enable-ipv6=false", f"--hostname-override={t.node_name}", f"--health-port={KUBE_ROUTER_HEALTH_PORT}",
+        "--metrics-port=0", f"--service-cluster-ip-range={t.service_cidr}",
+    ]
+
+
 @dataclass(frozen=True)
 class Component:
     name: str
@@ -125,4 +141,5 @@ COMPONENTS = (
     Component("containerd", containerd),
     Component("kubelet", kubelet, lambda t: "http://127.0.0.1:10248/healthz"),
     Component("kube-proxy", kube_proxy, lambda t: "http://127.0.0.1:10256/healthz"),
+    Component("kube-router", kube_router, lambda t: f"http://127.0.0.1:{KUBE_ROUTER_HEALTH_PORT}/healthz"),
 )

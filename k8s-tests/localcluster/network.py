@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def _iptables(binary: str, *args: str, check: bool = True) -> subprocess.Complet
 
 
 def _save(binary: str, table: str) -> str:
+    if shutil.which(f"{binary}-save") is None:  # not installed (a fresh machine): no rule of ours can exist
+        return ""
     result = subprocess.run([f"{binary}-save", "-t", table], capture_output=True, text=True)
     return result.stdout if result.returncode == 0 else ""
 
@@ -143,3 +146,28 @@ def delete_link(name: str) -> bool:
         return False
     subprocess.run(["ip", "link", "delete", name], capture_output=True)
     return True
+
+
+#: Prefixes of the ipsets kube-router makes (the NetworkPolicy agent): its pod and policy sets.
+OWNED_IPSET_PREFIXES = ("KUBE-", "kube-router-")
+
+
+def _owned_ipsets() -> list[str]:
+    if shutil.which("ipset") is None:  # not installed: none of ours can exist
+        return []
+    result = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True)
+    if result.returncode != 0:
+        return []
+    return [name for name in result.stdout.split() if name.startswith(OWNED_IPSET_PREFIXES)]
+
+
+def cleanup_ipsets() -> int:
+    """Destroy kube-router's ipsets (after the iptables rules that referred to them are gone)."""
+    sets = _owned_ipsets()
+    for name in sets:
+        subprocess.run(["ipset", "destroy", name], capture_output=True)
+    return len(sets)
+
+
+def leftover_ipsets() -> list[str]:
+    return [f"ipset {name}" for name in _owned_ipsets()]

@@ -19,6 +19,7 @@ COMMANDS = {
     "mmdebstrap": "mmdebstrap",
     "iptables": "iptables",
     "conntrack": "conntrack",  # kube-proxy clears stale UDP entries with it
+    "ipset": "ipset",  # kube-router's NetworkPolicy firewall keeps its pod sets in ipsets
     "openssl": "openssl",
     "ip": "iproute2",
     # the pause image is compiled statically from Kubernetes' pause.c

@@ -69,6 +69,8 @@ def _environment(run: Run) -> dict[str, str]:
         "K8S_TESTS_HELM": str(_helm(run)),
         # what this cluster guarantees: the test of it fails instead of skipping
         "K8S_TESTS_POD_SECURITY": POD_SECURITY_LEVEL,
+        # kube-router enforces NetworkPolicies here (components.kube_router): test_network_policy must not skip
+        "K8S_TESTS_NETWORK_POLICY_ENFORCED": "1",
     }
 
 

@@ -2,7 +2,7 @@
 
 Order: the kubelet first (it would restart containers), then every container process (found by the
 cgroups the kubelet made, and by the shims of our containerd), the container records (images stay in
-the cache), the remaining host processes by PID file, mounts, network links, iptables rules, sysctls,
+the cache), the remaining host processes by PID file, mounts, network links, iptables rules and ipsets, sysctls,
 host directories that did not exist before, and finally STATE. Safe to run twice, or after a failed up.
 """
 
@@ -158,7 +158,7 @@ def down() -> list[str]:
         say(f"  {unmount_all()} mounts, {remove_cgroups()} cgroups removed")
         network.delete_link(topology.bridge)
         removed = network.cleanup_rules("iptables") + network.cleanup_rules("ip6tables")
-        say(f"  {removed} iptables rules and chains removed")
+        say(f"  {removed} iptables rules and chains removed, {network.cleanup_ipsets()} ipsets destroyed")
         changed = network.restore_sysctls(SYSCTL_RECORD)
         if changed:
             say(f"  sysctls restored: {', '.join(changed)}")
@@ -179,6 +179,7 @@ def leftovers() -> list[str]:
     left += [f"cgroup {c}" for c in _kubepods_cgroups()]
     left += [f"shim pid {p}" for p in sorted(_our_shims())]
     left += network.leftover_rules()
+    left += network.leftover_ipsets()
     if STATE.exists():
         left.append(f"directory {STATE}")
     return left
