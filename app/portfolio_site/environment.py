@@ -12,8 +12,14 @@ ALLOWED_HOSTS = "DJANGO_ALLOWED_HOSTS"
 CSRF_TRUSTED_ORIGINS = "DJANGO_CSRF_TRUSTED_ORIGINS"
 LOG_LEVEL = "LOG_LEVEL"
 
-#: Broker (and cache) URL: ``redis://`` / ``rediss://``; in production it is required.
+#: Broker (and cache) URL: ``redis://`` / ``rediss://``, or through Redis Sentinel kombu's
+#: ``sentinel://:PASSWORD@host1:26379/0;sentinel://:PASSWORD@host2:26379/0;…`` (PASSWORD: the data nodes');
+#: in production it is required.
 REDIS_URL = "REDIS_URL"
+#: The master name the sentinels monitor; required when REDIS_URL is ``sentinel://``.
+REDIS_SENTINEL_MASTER = "REDIS_SENTINEL_MASTER"
+#: The sentinels' own password (their ``requirepass``), if they have one.
+REDIS_SENTINEL_PASSWORD = "REDIS_SENTINEL_PASSWORD"
 #: Overrides the broker only, e.g. ``sqla+sqlite:///…`` for the development fallback.
 BROKER_URL = "CELERY_BROKER_URL"
 #: kombu ``global_keyprefix``: queue list keys become ``<prefix><queue>`` (KEDA must know it).
@@ -21,6 +27,10 @@ BROKER_KEY_PREFIX = "CELERY_BROKER_KEY_PREFIX"
 #: kombu ``priority_steps``, comma separated (default ``0``: no message priorities, one list key per
 #: queue — what atomic delivery needs, apps.main.redis_transport). KEDA must watch the same keys.
 BROKER_PRIORITY_STEPS = "CELERY_BROKER_PRIORITY_STEPS"
+#: Replicas that must hold each published task message before the publish returns (``WAIT``; default 0: none),
+#: and how long a publish waits for them (ms, default 500). apps.main.redis_transport, docs/reliability.md.
+BROKER_PUBLISH_WAIT_REPLICAS = "CELERY_BROKER_PUBLISH_WAIT_REPLICAS"
+BROKER_PUBLISH_WAIT_TIMEOUT_MS = "CELERY_BROKER_PUBLISH_WAIT_TIMEOUT_MS"
 DATABASE_URL = "DATABASE_URL"
 
 #: A bearer token of the HTTP task API: stored (hashed) as the token ``environment`` at each migrate, with every
@@ -78,6 +88,16 @@ PREFETCH_MULTIPLIER_MAX = "WORKER_PREFETCH_MULTIPLIER_MAX"
 #: Poison-message guard of the workers (apps.main.delivery).
 TASK_MAX_ARGUMENT_DEPTH = "TASK_MAX_ARGUMENT_DEPTH"
 TASK_MAX_DELIVERIES = "TASK_MAX_DELIVERIES"
+#: Large task payloads (apps.main.large_payloads, docs/payloads.md): the compression codec (kombu's name: zlib,
+#: bzip2, lzma; brotli and zstd when their package is installed), the body size above which every task's body is
+#: compressed, the size (after compression) above which the body is stored in the database and the message
+#: carries a reference (claim-check), the largest body a task may have (larger: refused at publish), and the
+#: hours an unclaimed stored body is kept before cleanup_temp_files deletes it.
+TASK_COMPRESSION = "TASK_COMPRESSION"
+TASK_COMPRESSION_THRESHOLD_BYTES = "TASK_COMPRESSION_THRESHOLD_BYTES"
+TASK_CLAIM_CHECK_BYTES = "TASK_CLAIM_CHECK_BYTES"
+TASK_MAX_PAYLOAD_BYTES = "TASK_MAX_PAYLOAD_BYTES"
+TASK_CLAIM_RETENTION_HOURS = "TASK_CLAIM_RETENTION_HOURS"
 
 
 def get(name: str, default: str | None = None) -> str | None:

@@ -29,7 +29,7 @@ def letter(**overrides) -> DeadLetter:
 
 
 @pytest.mark.parametrize("model", ["django_celery_beat/periodictask", "django_celery_results/taskresult",
-                                   "main/deadletter"])
+                                   "main/deadletter", "main/payloadclaim"])
 def test_changelists_render(admin: Client, model: str) -> None:
     assert admin.get(f"/admin/{model}/").status_code == 200
 

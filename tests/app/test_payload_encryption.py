@@ -22,6 +22,7 @@ from celery.beat import ScheduleEntry, Scheduler
 from celery.events.receiver import EventReceiver
 from django.test import override_settings
 from django_celery_results.models import TaskResult
+from kombu.compression import decompress
 
 from apps.main import deadletter, payload_encryption
 from apps.main.models import DeadLetter
@@ -80,10 +81,15 @@ def envelopes(raw: bytes) -> Iterator[dict[str, Any]]:
 
 
 def body_of(envelope: dict[str, Any]) -> bytes:
+    """The body as a consumer reads it: decoded from base64, decompressed as the ``compression`` header says
+    (apps.main.large_payloads compresses large bodies, and every body of some tasks)."""
     body = envelope["body"]
     if envelope["properties"].get("body_encoding") == "base64":
-        return base64.b64decode(body)
-    return body.encode() if isinstance(body, str) else body
+        body = base64.b64decode(body)
+    body = body.encode() if isinstance(body, str) else body
+    if compression := (envelope.get("headers") or {}).get("compression"):
+        body = decompress(body, compression)
+    return body
 
 
 def readable(client: redis_lib.Redis) -> dict[bytes, bytes]:

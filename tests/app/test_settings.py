@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from apps.main.payload_claims import SERIALIZER as CLAIM
 from apps.main.payload_encryption import SERIALIZER as ENCRYPTED
 from apps.main.payload_encryption import generate_key
 from apps.main.queues import DEFAULT_QUEUE, ENCRYPTED_TASKS, TASK_ROUTES, WORKER_POOLS
@@ -131,7 +132,9 @@ def loaded_conf(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 def test_json_only_and_utc(loaded_conf: dict[str, Any]) -> None:
-    assert loaded_conf["accept_content"] == ["json", ENCRYPTED]  # JSON, and JSON encrypted (payload_encryption)
+    # JSON, JSON encrypted (payload_encryption) and the reference of a claim-checked body (payload_claims), whose
+    # stored body is decoded with its own content type, one of the others.
+    assert loaded_conf["accept_content"] == ["json", ENCRYPTED, CLAIM]
     assert loaded_conf["result_accept_content"] in (None, ["json"])  # None: Celery uses accept_content
     for key in ("task_serializer", "result_serializer", "event_serializer"):
         assert loaded_conf[key] == "json", key
@@ -187,3 +190,83 @@ def test_broker_reliability(loaded_conf: dict[str, Any]) -> None:
     # Connections live across tasks (CONN_MAX_AGE, health-checked): Celery's fixup must never close them.
     assert loaded_conf["CONN_MAX_AGE"] > 0 and loaded_conf["db_reuse_max"] >= 2**62
     assert loaded_conf["DEBUG"] is False
+
+
+# --- Redis Sentinel (apps.main.redis_connection; the live tests are in test_sentinel.py) ---------------------------
+
+SENTINEL_URL = "sentinel://:data-secret@127.0.0.1:1/0;sentinel://:data-secret@127.0.0.1:2/0"
+
+
+def test_production_with_a_sentinel_url_refuses_to_start_without_the_master_name() -> None:
+    done = python(SETUP, production_env(**{env_names.REDIS_URL: SENTINEL_URL}))
+    assert done.returncode != 0
+    assert done.stderr == ("production settings: REDIS_SENTINEL_MASTER is not set; it must be the master name the "
+                           "sentinels monitor (REDIS_URL is sentinel://)\n"), done.stderr
+
+
+def test_production_refuses_a_sentinel_url_it_cannot_read() -> None:
+    done = python(SETUP, production_env(**{env_names.REDIS_URL: "sentinel://:data-secret@:1/0",
+                                           env_names.REDIS_SENTINEL_MASTER: "mymaster"}))
+    assert done.returncode != 0
+    assert done.stderr == ("production settings: REDIS_URL: not a sentinel URL: it must be sentinel://[:PASSWORD@]HOST"
+                           "[:PORT][/DB], one per sentinel, joined with ';'\n"), done.stderr
+
+
+SENTINEL_DUMP = """
+import json, django
+django.setup()
+from django.conf import settings
+from django.core.cache import caches
+from apps.main.reporting import SecretHidingFilter, mask_secrets
+from portfolio_site.celery import app
+
+options = app.conf.broker_transport_options
+with app.connection_for_write() as connection:  # the transport is chosen from the URL; nothing connects
+    transport = type(connection.transport)
+cache = caches["default"]
+print(json.dumps({
+    "broker_url": app.conf.broker_url,
+    "transport": f"{transport.__module__}.{transport.__name__}",
+    "options": options,
+    # kombu ignores a transport option its channel does not list: every one set here must reach the channel.
+    "unknown_options": sorted(set(options) - set(transport.Channel.from_transport_options)),
+    "cache": [f"{type(cache).__module__}.{type(cache).__name__}", cache._servers],
+    "cleansed": SecretHidingFilter().cleanse_setting("CELERY_BROKER_TRANSPORT_OPTIONS", options),
+    "masked": mask_secrets(f"sentinel answered {settings.REDIS_SENTINEL_PASSWORD or ''}"),
+}, default=str))
+"""
+
+
+def broker_dump(env: dict[str, str]) -> dict[str, Any]:
+    done = python(SENTINEL_DUMP, env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("settings_module", ["portfolio_site.settings.base", PRODUCTION])
+def test_a_sentinel_url_gives_the_broker_and_cache_their_sentinel_configuration(settings_module: str) -> None:
+    env = production_env(**{env_names.SETTINGS_MODULE: settings_module, env_names.REDIS_URL: SENTINEL_URL,
+                            env_names.REDIS_SENTINEL_MASTER: "mymaster",
+                            env_names.REDIS_SENTINEL_PASSWORD: "sentinel-secret-0123",
+                            env_names.BROKER_PUBLISH_WAIT_REPLICAS: "1",
+                            env_names.BROKER_PUBLISH_WAIT_TIMEOUT_MS: "250"})
+    loaded = broker_dump(env)
+    assert loaded["broker_url"] == SENTINEL_URL
+    assert loaded["transport"] == "apps.main.redis_transport.SentinelTransport"
+    options = loaded["options"]
+    assert options["master_name"] == "mymaster"
+    assert options["sentinel_kwargs"] == {"password": "sentinel-secret-0123"}
+    assert (options["publish_wait_replicas"], options["publish_wait_timeout_ms"]) == (1, 250)
+    # The same reliability options as a redis:// broker.
+    assert options["visibility_timeout"] == 900 and options["priority_steps"] == [0]
+    assert loaded["unknown_options"] == []
+    # One LOCATION, the whole sentinel URL (Django's own RedisCache would split it at ';' into "servers").
+    assert loaded["cache"] == ["apps.main.redis_cache.RedisCache", [SENTINEL_URL]]
+    # The sentinels' password is a secret like the others: hidden in settings dumps and in any text.
+    assert "sentinel-secret-0123" not in json.dumps(loaded["cleansed"]) + loaded["masked"]
+
+
+def test_redis_broker_options_all_reach_the_channel() -> None:
+    loaded = broker_dump(production_env(**{env_names.BROKER_PUBLISH_WAIT_REPLICAS: "1"}))
+    assert loaded["transport"] == "apps.main.redis_transport.Transport"
+    assert loaded["unknown_options"] == [] and "master_name" not in loaded["options"]

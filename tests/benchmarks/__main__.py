@@ -1,11 +1,12 @@
-"""``make bench``: (a) to (h) on one embedded Valkey and PostgreSQL; prints the table and the targets.
+"""``make bench``: (a) to (i) on one embedded Valkey and PostgreSQL; prints the table and the targets.
 
     uv run --frozen python -m tests.benchmarks [--smoke] [--out DIR] [--no-docs] [--only SECTIONS]
 
 A full run writes bench/results/<date>.json and two PNG plots there, and rewrites the results section of
 docs/benchmarks.md. --smoke (tiny sizes) and --out write only to their own directory, never there.
-The default is (a)-(g); --only (e.g. ``--only h``, the cost of encrypted payloads) runs those sections: without
-every one of (a)-(g) only their table and JSON (into --out or a temporary directory), no targets, plots nor docs.
+The default is (a)-(g); --only (e.g. ``--only h``, the cost of encrypted payloads, ``--only i``, large payloads) runs
+those sections: without every one of (a)-(g) only their table and JSON (into --out or a temporary directory), no
+targets, plots nor docs.
 """
 
 from __future__ import annotations
@@ -83,10 +84,12 @@ def settings_that_matter(with_bare: bool = True) -> dict[str, Any]:
 
 #: The sections run after Django is set up, in their order.
 PROJECT_SECTIONS = {"c": scenarios.project_noop, "d": scenarios.user_actions, "e": scenarios.api_enqueue,
-                    "f": scenarios.queue_isolation, "g": scenarios.worker_memory, "h": scenarios.encrypted_payloads}
+                    "f": scenarios.queue_isolation, "g": scenarios.worker_memory, "h": scenarios.encrypted_payloads,
+                    "i": scenarios.large_payloads}
 SECTIONS = "ab" + "".join(PROJECT_SECTIONS)
 #: What `make bench` runs: issue 11's one run of (a)-(g), kept within ~10 minutes on 2 cores. (h), the cost of
-#: encrypted payloads (docs/security.md), runs on asking: `--only h`, or `--only abcdefgh` for everything.
+#: encrypted payloads (docs/security.md), and (i), large payloads (docs/payloads.md, under a minute), run on
+#: asking: `--only h`, `--only i`, or `--only abcdefghi` for everything.
 DEFAULT_SECTIONS = "abcdefg"
 
 
@@ -115,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the JSON and plots here (default: bench/results/)")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
     parser.add_argument("--only", default=DEFAULT_SECTIONS,
-                        help=f"run these sections (default {DEFAULT_SECTIONS}; h: encrypted payloads); without every "
+                        help=f"run these sections (default {DEFAULT_SECTIONS}; h: encrypted payloads, i: large "
+                             "payloads); without every "
                              f"one of {DEFAULT_SECTIONS}: their table and JSON, no targets, plots nor docs")
     args = parser.parse_args(argv)
     if not args.only or set(args.only) - set(SECTIONS):

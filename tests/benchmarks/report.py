@@ -36,10 +36,24 @@ def _number(value: float) -> str:
 
 
 def rows(results: dict[str, Any]) -> list[Row]:
-    """The table's rows: (a) to (g) in a full run, (h) whenever it ran (``--only h`` runs it alone)."""
+    """The table's rows: (a) to (g) in a full run, (h) and (i) whenever they ran (``--only h`` runs it alone)."""
     out = _main_rows(results) if set("abcdefg") <= set(results) else []
     if "h" in results:
         out += _payload_rows(results["h"])
+    if "i" in results:
+        out += _large_payload_rows(results["i"])
+    return out
+
+
+def _large_payload_rows(i: dict[str, Any]) -> list[Row]:
+    out = []
+    for run in i["runs"]:
+        name = f"(i) {run['size']} payload ({run['body_bytes']:,} B body), {run['mode']}"
+        out += [Row(f"{name}: publish", run["publish_per_s"], "msg/s"),
+                Row(f"{name}: drain", run["tasks_per_s"], "tasks/s", "rate"),
+                Row(f"{name}: one message in Valkey", run["valkey_bytes_per_message"], "B")]
+        if run["claims_stored"]:
+            out.append(Row(f"{name}: its claim in PostgreSQL", run["claim_bytes_per_message"], "B"))
     return out
 
 

@@ -1,4 +1,4 @@
-"""The measurements (a) to (g), each on the same Valkey and PostgreSQL, each after a reset.
+"""The measurements (a) to (i), each on the same Valkey and PostgreSQL, each after a reset.
 
 Throughput runs pre-fill the queue, then start the worker and watch the backlog drain (``drain``); the
 rate is taken between 90 % and 10 % of the backlog, so neither the worker's start-up nor the tail count.
@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import json
 import math
+import random
 import statistics
 import threading
 import time
@@ -60,16 +61,18 @@ class Sizes:
     #: (h) tasks per drain run, and encode+decode rounds per codec timing.
     payload_tasks: int
     codec_rounds: int
+    #: (i) tasks per publish and drain run of a 1 KB, a 100 KB and a 1 MB payload.
+    large_payload_tasks: tuple[int, int, int]
 
 
 FULL = Sizes(raw_messages=20_000, bare_tasks=5000, noop_tasks=5000, action_tasks=3000, action_concurrency=(1, 2, 4),
              api_requests=2000, api_clients=4, low_tasks=10_000, low_task_seconds=0.05, high_rate=20,
              high_seconds=15, high_bound_seconds=240, memory_tasks=10_000, repeats=3, payload_tasks=5000,
-             codec_rounds=20_000)
+             codec_rounds=20_000, large_payload_tasks=(2000, 300, 40))
 SMOKE = Sizes(raw_messages=500, bare_tasks=50, noop_tasks=50, action_tasks=50, action_concurrency=(1, 2, 4),
               api_requests=60, api_clients=4, low_tasks=200, low_task_seconds=0.05, high_rate=10,
               high_seconds=1, high_bound_seconds=90, memory_tasks=50, repeats=1, payload_tasks=50,
-              codec_rounds=500)
+              codec_rounds=500, large_payload_tasks=(20, 6, 4))
 
 
 @dataclass
@@ -775,3 +778,96 @@ def encrypted_payloads(bench: Bench) -> dict[str, Any]:
                                                                                  "encrypted": sealed_body},
             "drain_cost_pct": 100 * (rate[False] - rate[True]) / rate[False], "runs": runs, "figures": figures}
 
+
+
+# --- (i) large payloads ----------------------------------------------------------------------------------
+
+
+#: (i) payload sizes: (label, characters of the JSON payload).
+LARGE_PAYLOADS = (("1 KB", 1_000), ("100 KB", 100_000), ("1 MB", 1_000_000))
+_NEVER = 2**62
+#: (i) what the publisher does (settings of apps.main.large_payloads): nothing; compress every body; compress every
+#: body, then store it in PostgreSQL (claim-check). TASK_COMPRESSION stays the default, zlib.
+LARGE_PAYLOAD_MODES: dict[str, dict[str, int]] = {
+    "plain": {"TASK_COMPRESSION_THRESHOLD_BYTES": _NEVER, "TASK_CLAIM_CHECK_BYTES": _NEVER},
+    "compressed": {"TASK_COMPRESSION_THRESHOLD_BYTES": 0, "TASK_CLAIM_CHECK_BYTES": _NEVER},
+    "claim-checked": {"TASK_COMPRESSION_THRESHOLD_BYTES": 0, "TASK_CLAIM_CHECK_BYTES": 0},
+}
+_ACTIONS = ("login", "view", "search", "add_to_cart", "purchase", "logout")
+
+
+def event_records(chars: int) -> list[dict[str, Any]]:
+    """About ``chars`` characters of JSON: user events as a client would send them (ids, names, amounts, times),
+    the same for every message of a run; they compress to about a third with zlib."""
+    rng, records, size = random.Random(chars), [], 2
+    while size < chars:
+        record = {"id": f"{rng.getrandbits(64):016x}", "user": f"user-{rng.randrange(10_000)}",
+                  "action": rng.choice(_ACTIONS), "amount": round(rng.uniform(0, 500), 2),
+                  "at": f"2026-01-{rng.randrange(1, 29):02d}T{rng.randrange(24):02d}:{rng.randrange(60):02d}:00Z"}
+        records.append(record)
+        size += len(json.dumps(record)) + 2
+    return records
+
+
+def _consume(app: Any, node: str, queue: str, *, on: bool) -> None:
+    """Make the running worker start or stop consuming ``queue`` (remote control), and wait for its answer."""
+    control = app.control.add_consumer if on else app.control.cancel_consumer
+    replies = control(queue, destination=[node], reply=True, timeout=10)
+    if not any(node in reply for reply in replies or []):
+        raise RuntimeError(f"{node} did not answer {'add' if on else 'cancel'}_consumer {queue}: {replies}")
+
+
+def _large_run(bench: Bench, child: Child, node: str, *, size: str, chars: int, mode: str, tasks: int,
+               done_before: int) -> dict[str, Any]:
+    from django.test import override_settings
+
+    servers, app, queue = bench.servers, _project_app(), "high_priority"
+    kwargs = {"records": event_records(chars)}
+    _consume(app, node, queue, on=False)  # fill first, then drain: as (b)-(h) do with a worker started after
+    with override_settings(**LARGE_PAYLOAD_MODES[mode]):
+        fill_rate = _fill(app, tasks, lambda i: (PAYLOAD_SINK, kwargs, queue))
+    message_bytes = len(servers.redis.lindex(queue, 0) or b"")
+    claim_bytes = servers.sql("SELECT coalesce(avg(octet_length(body)), 0), count(*) FROM main_payloadclaim")[0]
+    _consume(app, node, queue, on=True)
+    result = drain.watch_drain(servers.redis, [queue], tasks, check=lambda: servers.check_alive(child),
+                               timeout=_drain_timeout(tasks, 2), what=f"(i) {size} {mode}", pid=child.process.pid)
+    _wait_worked_off(bench, app, node, child, [queue], done_before + tasks)
+    # Each claim goes with its message's ack: none may be left once every task was worked off.
+    wait_until(lambda: servers.sql("SELECT count(*) FROM main_payloadclaim")[0][0] == 0, timeout=bench.timeout(30),
+               what=f"(i) {size} {mode}: the payload claims to be deleted")
+    body_bytes = len(json.dumps([[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]))
+    log(f"(i) {size} {mode}: publish {fill_rate:.0f}/s, drain {result.rate():.0f}/s, {message_bytes} B in Valkey"
+        + (f", {float(claim_bytes[0]):.0f} B per claim in PostgreSQL" if claim_bytes[1] else ""))
+    return {"size": size, "mode": mode, "tasks": tasks, "body_bytes": body_bytes, "publish_per_s": fill_rate,
+            "tasks_per_s": result.rate(), "valkey_bytes_per_message": message_bytes,
+            "claims_stored": int(claim_bytes[1]), "claim_bytes_per_message": float(claim_bytes[0]),
+            "cpu_us_per_task": result.cpu_us_per_task()}
+
+
+def large_payloads(bench: Bench) -> dict[str, Any]:
+    """(i) 1 KB, 100 KB and 1 MB payloads published plain, compressed and claim-checked (apps.main.large_payloads):
+    the publish rate (one producer, pipelined), the bytes of one message in Valkey (and of its claim in
+    PostgreSQL), and the project worker (high-priority pool, production settings) draining them. One worker serves
+    every run: it stops consuming while its queue is filled (remote control), then drains it."""
+    servers, app = bench.servers, _project_app()
+    servers.reset()
+    _declare(app, ["high_priority"])
+    argv = _worker_argv("high-priority", _pool("high-priority"))
+    child, _ = servers.spawn_project("i-large-payloads", argv)
+    node = node_name("high-priority")
+    runs: list[dict[str, Any]] = []
+    with running(bench, child):
+        servers.wait_ready(app, node, child, timeout=bench.timeout(120))
+        for (size, chars), tasks in zip(LARGE_PAYLOADS, bench.sizes.large_payload_tasks, strict=True):
+            for mode in LARGE_PAYLOAD_MODES:
+                runs.append(_large_run(bench, child, node, size=size, chars=chars, mode=mode, tasks=tasks,
+                                       done_before=sum(r["tasks"] for r in runs)))
+    figures = {}
+    for run in runs:
+        key = f"{run['size'].replace(' ', '').lower()}_{run['mode'].replace('-', '_')}"
+        figures |= {f"{key}_publish_per_s": run["publish_per_s"], f"{key}_tasks_per_s": run["tasks_per_s"],
+                    f"{key}_valkey_bytes": run["valkey_bytes_per_message"]}
+        if run["claims_stored"]:
+            figures[f"{key}_claim_bytes"] = run["claim_bytes_per_message"]
+    return {"title": "large payloads: plain, compressed, claim-checked", "argv": argv, "runs": runs,
+            "modes": LARGE_PAYLOAD_MODES, "figures": figures}

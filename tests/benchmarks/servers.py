@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PRODUCTION_SETTINGS = "portfolio_site.settings.production"
 #: Tables the scenarios write; emptied between scenarios.
-TABLES = ("django_celery_results_taskresult", "main_useraction", "main_deadletter", "main_apiauditevent")
+TABLES = ("django_celery_results_taskresult", "main_useraction", "main_deadletter", "main_apiauditevent",
+          "main_payloadclaim")
 #: Prefixes of caller variables a child must not inherit (settings, broker, test-suite servers).
 _FOREIGN_PREFIXES = ("DJANGO_", "CELERY_", "TEST_", "BENCH_", "PROMETHEUS_", "SENTRY_")
 

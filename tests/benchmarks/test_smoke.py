@@ -1,4 +1,4 @@
-"""The benchmark's smoke run (``make bench`` runs the full sizes): every measurement (a)-(g) on real servers
+"""The benchmark's smoke run (``make bench`` runs the full sizes): every measurement (a)-(i) on real servers
 and workers, tiny sizes, a figure for each. Speed is not asserted: this is no timed test."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_smoke_run_measures_every_section(tmp_path: Path) -> None:
     kept = _kept_files()
     run = subprocess.run(
         [sys.executable, "-m", "tests.benchmarks", "--smoke", "--out", str(tmp_path), "--no-docs",
-         "--only", "abcdefgh"],  # (h), the encrypted payloads, too: `make bench` runs (a)-(g)
+         "--only", "abcdefghi"],  # (h), the encrypted payloads, and (i), large ones, too: `make bench` runs (a)-(g)
         cwd=ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT,
     )
     output = f"--- stdout ---\n{run.stdout[-6000:]}\n--- stderr ---\n{run.stderr[-6000:]}"
@@ -33,7 +33,7 @@ def test_smoke_run_measures_every_section(tmp_path: Path) -> None:
     [result] = tmp_path.glob("*.json")
     payload = json.loads(result.read_text())
     sections = payload["sections"]
-    assert sorted(sections) == list("abcdefgh"), output
+    assert sorted(sections) == list("abcdefghi"), output
     for name, section in sections.items():
         assert section["figures"], f"({name}) has no figures"
         for figure, value in section["figures"].items():
@@ -47,6 +47,8 @@ def test_smoke_run_measures_every_section(tmp_path: Path) -> None:
     assert "figure" in run.stdout and "(b) bare Celery no-op" in run.stdout, output
     assert "(g) high-priority worker RSS" in run.stdout, output
     assert "(h) encode+decode per task, json+fernet" in run.stdout, output
+    assert "(i) 1 MB payload" in run.stdout and "claim-checked: its claim in PostgreSQL" in run.stdout, output
+    assert all(r["claims_stored"] == r["tasks"] for r in sections["i"]["runs"] if r["mode"] == "claim-checked")
     assert any(line.startswith(("PASS", "MISS")) for line in run.stdout.splitlines()), output
     assert _kept_files() == kept, "a smoke run must not touch docs/benchmarks.md nor bench/results/"
 

@@ -21,6 +21,7 @@ from apps.main.models import (
     DeadLetter,
     Heartbeat,
     Notification,
+    PayloadClaim,
     UserAction,
 )
 
@@ -41,7 +42,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
             try:
                 deadletter.requeue(letter)
                 done += 1
-                sanitised += letter.sanitised
+                sanitised += letter.sanitised and not letter.payload_claim  # a claim sent the whole body
             except ValueError as exc:
                 skipped.append(str(exc))
         if done:
@@ -61,6 +62,24 @@ class DeadLetterAdmin(admin.ModelAdmin):
         self.message_user(request, f"Discarded {count} dead letter(s).", messages.SUCCESS)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(PayloadClaim)
+class PayloadClaimAdmin(admin.ModelAdmin):
+    """Stored bodies of claim-checked messages (apps.main.payload_claims): to look at, never to edit. Each goes with
+    its message's acknowledgement, its dead letter's requeue or discard, or cleanup_temp_files' pruning."""
+
+    list_display = ("created", "task_name", "task_id", "size", "content_type", "compression")
+    list_filter = ("task_name", "compression")
+    search_fields = ("task_id",)
+    exclude = ("body",)
+    date_hierarchy = "created"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 
-from apps.main import deadletter, payload_encryption
+from apps.main import deadletter, payload_claims, payload_encryption
 from apps.main.queues import is_encrypted, queue_for
 from apps.main.retry import PermanentError, RetryPolicy, is_transient, policy_for
 
@@ -70,6 +70,8 @@ class ReliableTask(Task):
         request = self.request if self.request.id == task_id else None
         delivery = (request.delivery_info or {}) if request else {}
         retries = (request.retries or 0) if request else 0
+        # A claim-checked body is kept with the letter (the request's header; in the main process, its request's).
+        claim = request.get(payload_claims.HEADER) if request else payload_claims.claim_in_hand()
         if isinstance(exc, (TimeLimitExceeded, SoftTimeLimitExceeded)):
             reason = "time_limit"
         elif is_transient(exc) and not isinstance(exc, PermanentError):
@@ -93,4 +95,5 @@ class ReliableTask(Task):
             exception=exception,
             traceback=traceback,
             attempts=retries + 1,
+            payload_claim=claim,
         )

@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django_celery_beat.schedulers import DatabaseScheduler
 
+from apps.main import redis_connection
 from apps.main.redis_keys import BEAT_LAST_TICK_KEY, BEAT_LEASE_KEY
 
 logger = logging.getLogger(__name__)
@@ -25,13 +26,20 @@ logger = logging.getLogger(__name__)
 
 # Renew only if we still hold it; release only our own lease.
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+# Take it if free, or if it still names us: a lease that outlived our lost connection (a failover's new primary or a
+# restarted Redis kept it) is ours at once, not after waiting out its TTL.
+_ACQUIRE = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+if holder then return 0 end
+return redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0
+"""
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 def lease_redis_url() -> str | None:
-    """The Redis that holds the lease: the broker when it is Redis."""
-    url = settings.CELERY_BROKER_URL
-    return url if url.startswith(("redis://", "rediss://", "unix://")) else None
+    """The Redis that holds the lease: the broker when it is Redis (directly or through sentinels)."""
+    return redis_connection.broker_redis_url(settings.CELERY_BROKER_URL)
 
 
 class BeatLease:
@@ -47,7 +55,7 @@ class BeatLease:
             if not self.held:
                 logger.error("beat lost its lease (Redis unreachable for a TTL or key removed); pausing")
         else:
-            self.held = bool(self.client.set(BEAT_LEASE_KEY, self.holder, nx=True, px=self.ttl_ms))
+            self.held = bool(self.client.eval(_ACQUIRE, 1, BEAT_LEASE_KEY, self.holder, self.ttl_ms))
         return self.held
 
     def current_holder(self) -> str | None:
@@ -71,9 +79,7 @@ class LeasedDatabaseScheduler(DatabaseScheduler):
         if url is None:
             logger.warning("broker is not Redis: beat runs without a lease; never start two beats")
         else:
-            import redis
-
-            client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            client = redis_connection.client(url, socket_timeout=5, socket_connect_timeout=5)
             self._lease = BeatLease(client, settings.BEAT_LEASE_TTL)
         super().__init__(*args, **kwargs)
         # Renew well within the TTL even when no task is due for a long time.
@@ -83,7 +89,11 @@ class LeasedDatabaseScheduler(DatabaseScheduler):
         if self._lease is not None and not self._holds_lease():
             return self.standby_interval
         if self._lease is not None:
-            self._lease.client.set(BEAT_LAST_TICK_KEY, f"{time.time():.3f}")
+            try:
+                self._lease.client.set(BEAT_LAST_TICK_KEY, f"{time.time():.3f}")
+            except Exception as exc:  # Redis lost since the renewal (a failover): the sends would fail too
+                logger.warning("beat cannot reach Redis (%s); not scheduling", exc)
+                return self.standby_interval
         return super().tick(*args, **kwargs)
 
     def _holds_lease(self) -> bool:

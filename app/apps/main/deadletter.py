@@ -8,6 +8,11 @@ when the database does not take the letter it is spooled (``apps.main.deadletter
 A letter of a task with encrypted payloads (``apps.main.queues.ENCRYPTED_TASKS``) keeps its arguments sealed:
 ``args`` and ``kwargs`` are empty and ``raw_body`` holds the encrypted body (the message's own when it came
 encrypted); ``arguments`` opens it, and ``requeue`` sends it again encrypted.
+
+A letter of a claim-checked message (apps.main.payload_claims) keeps the claim — the whole body, which ``args``
+and ``kwargs`` hold only up to the sanitising limits — while it is pending: ``arguments`` reads the claim, a
+requeue sends it again and then deletes it, as a discard does. An encrypted task's letter then stores no sealed
+copy of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from django.db import close_old_connections, connection, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from apps.main import deadletter_spool, payload_encryption
+from apps.main import deadletter_spool, payload_claims, payload_encryption
 from apps.main.models import DeadLetter
 from apps.main.queues import is_encrypted
 
@@ -266,10 +271,19 @@ def _when(value: Any) -> tuple[datetime | None, bool]:
     return (value, False) if value is None or isinstance(value, datetime) else (None, True)
 
 
+def _claim(value: Any) -> tuple[uuid.UUID | None, bool]:
+    if value is None or value == "":
+        return None, False
+    try:
+        return uuid.UUID(str(value)), False
+    except ValueError:
+        return None, True
+
+
 def sanitise_letter(
     *, task_id: Any, task_name: Any, args: Any, kwargs: Any, queue: Any, reason: Any, exception: Any,
     traceback: Any = "", attempts: Any = 1, raw_body: Any = "", first_attempt_at: Any = None,
-    failed_at: datetime | None = None, sanitised: bool = False,
+    failed_at: datetime | None = None, sanitised: bool = False, payload_claim: Any = None,
 ) -> dict[str, Any]:
     """The model fields of a letter, each made storable; ``sanitised`` says whether any had to change."""
     char = {name: DeadLetter._meta.get_field(name).max_length for name in ("task_id", "task_name", "queue", "reason")}
@@ -285,6 +299,7 @@ def sanitise_letter(
         "attempts": _attempts(attempts),
         "raw_body": clean_text(raw_body, MAX_TEXT_CHARS),
         "first_attempt_at": _when(first_attempt_at),
+        "payload_claim": _claim(payload_claim),
     }
     fields = {name: value for name, (value, _) in cleaned.items()}
     fields["failed_at"] = failed_at or timezone.now()
@@ -320,18 +335,22 @@ def record(
     attempts: int = 1,
     raw_body: str = "",
     first_attempt_at: datetime | None = None,
+    payload_claim: str | None = None,
 ) -> DeadLetter | None:
     """Store a dead letter, sanitised; if the database does not take it, spool it (see the module doc).
+    ``payload_claim``: the claim the task's body came from, kept with the letter.
 
     Returns the stored letter, or None when it was spooled. Never raises.
     """
     try:
-        if is_encrypted(task_name):
+        if is_encrypted(task_name) and payload_claim:
+            args, kwargs = [], {}  # the claim holds the sealed body; raw_body is its reference at most
+        elif is_encrypted(task_name):
             args, kwargs, raw_body = sealed_arguments(args, kwargs, raw_body)
         fields = sanitise_letter(
             task_id=task_id, task_name=task_name, args=args, kwargs=kwargs, queue=queue, reason=reason,
             exception=exception, traceback=traceback, attempts=attempts, raw_body=raw_body,
-            first_attempt_at=first_attempt_at,
+            first_attempt_at=first_attempt_at, payload_claim=payload_claim,
         )
     except Exception as exc:
         logger.exception("dead letter of %s could not be sanitised; storing what identifies it",
@@ -398,7 +417,8 @@ def _spool(fields: dict[str, Any], error: Exception) -> None:
 def _spooled_form(fields: dict[str, Any], *, spool_id: str) -> dict[str, Any]:
     """The letter as one JSON object: its fields (dates in ISO 8601) and the spool id that makes
     storing it idempotent."""
-    content = {name: (value.isoformat() if isinstance(value, datetime) else value) for name, value in fields.items()}
+    content = {name: (value.isoformat() if isinstance(value, datetime) else str(value) if isinstance(value, uuid.UUID)
+                      else value) for name, value in fields.items()}
     content["spool_id"] = spool_id
     return content
 
@@ -514,6 +534,7 @@ def _fields_from_spool(item: str | bytes) -> tuple[uuid.UUID, dict[str, Any]]:
         first_attempt_at=_parse_when(content.get("first_attempt_at")),
         failed_at=_parse_when(content.get("failed_at")),
         sanitised=bool(content.get("sanitised")),
+        payload_claim=content.get("payload_claim"),
     )
     return spool_id, fields
 
@@ -541,10 +562,18 @@ def _database_answers() -> bool:
 
 
 def arguments(letter: DeadLetter) -> tuple[list[Any], dict[str, Any]]:
-    """The task's args and kwargs: as stored, or opened from the sealed body of an encrypted task's letter.
+    """The task's args and kwargs: from its payload claim, as stored, or opened from the sealed body of an
+    encrypted task's letter.
 
     Raises ValueError when a sealed body does not open (no configured key does: put the old key back) or
-    holds no task arguments."""
+    holds no task arguments, or when the claim is gone and the letter's own copy is incomplete."""
+    if letter.payload_claim:
+        try:
+            return payload_claims.arguments(letter.payload_claim)
+        except payload_claims.ClaimError as exc:
+            if letter.sanitised or is_encrypted(letter.task_name) or not (letter.args or letter.kwargs):
+                raise ValueError(f"dead letter {letter.pk}: {exc}") from None
+            # the letter's own copy is whole: use it
     if not payload_encryption.is_token(letter.raw_body):
         if letter.raw_body.startswith(payload_encryption.TOKEN_PREFIX) and not (letter.args or letter.kwargs):
             raise ValueError(f"dead letter {letter.pk}: its sealed body was cut to {MAX_TEXT_CHARS} characters "
@@ -562,8 +591,9 @@ def arguments(letter: DeadLetter) -> tuple[list[Any], dict[str, Any]]:
 def requeue(letter: DeadLetter) -> str:
     """Send the task again, with its arguments, to the queue it failed on; returns the new task id.
 
-    A ``sanitised`` letter is sent with its stored (escaped or cut) arguments, not the original ones. An
-    encrypted task is sent encrypted again (its route and task options).
+    A ``sanitised`` letter is sent with its stored (escaped or cut) arguments, not the original ones — unless it
+    keeps a payload claim, whose whole body is sent (and the claim deleted). An encrypted task is sent encrypted
+    again (its route and task options).
     """
     from portfolio_site.celery import app
 
@@ -577,6 +607,7 @@ def requeue(letter: DeadLetter) -> str:
     letter.requeued_task_id = result.id
     letter.resolved_at = timezone.now()
     letter.save(update_fields=["status", "requeued_task_id", "resolved_at"])
+    payload_claims.discard(letter.payload_claim)  # the new message carries the body (or a claim of its own)
     return result.id
 
 
@@ -584,3 +615,4 @@ def discard(letter: DeadLetter) -> None:
     letter.status = DeadLetter.Status.DISCARDED
     letter.resolved_at = timezone.now()
     letter.save(update_fields=["status", "resolved_at"])
+    payload_claims.discard(letter.payload_claim)

@@ -25,6 +25,7 @@ import redis
 from celery import bootsteps
 from django.conf import settings
 
+from apps.main import redis_connection
 from apps.main.redis_keys import DEAD_LETTER_SPOOL_KEY as SPOOL_KEY
 
 logger = logging.getLogger(__name__)
@@ -43,23 +44,16 @@ REDIS_TIMEOUT_SECONDS = 5.0
 # --- where the spool is ------------------------------------------------------------------------------
 
 
-def redis_url() -> str | None:
-    """The broker's Redis (first URL of a failover list), else REDIS_URL, else None."""
-    broker = str(getattr(settings, "CELERY_BROKER_URL", "") or "").split(";")[0].strip()
-    if broker.startswith(("redis://", "rediss://")):
-        return broker
-    return getattr(settings, "REDIS_URL", None) or None
-
-
 _clients: dict[str, redis.Redis] = {}
 
 
 def redis_client() -> redis.Redis | None:
-    url = redis_url()
+    """A client of the broker's Redis (redis_connection.app_redis_url), else None."""
+    url = redis_connection.app_redis_url()
     if url is None:
         return None
     if url not in _clients:  # one connection pool per process (redis-py renews it after a fork)
-        _clients[url] = redis.Redis.from_url(
+        _clients[url] = redis_connection.client(
             url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
         )
     return _clients[url]

@@ -16,6 +16,10 @@ Only redelivered messages are counted: a message's first delivery costs no round
 A task with encrypted payloads (apps.main.payload_encryption) is run only from an encrypted message: a plain
 one (forged in Redis, or sent by a producer without the encryption settings) is refused and dead-lettered.
 Its task events carry no result nor exception text (either may quote the arguments).
+
+A claim-checked message (apps.main.payload_claims) reaches this request already opened by the consumer: body,
+content type and encoding are the published ones, and the claim's id is in the ``payload_claim`` header. The
+claim is deleted once the message is acknowledged or rejected without requeue, never before.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from celery.exceptions import InvalidTaskError
 from celery.worker.request import Request
 from django.conf import settings
 
+from apps.main import payload_claims
 from apps.main.payload_encryption import CONTENT_TYPE, HIDDEN
 from apps.main.queues import is_encrypted
 from apps.main.redis_keys import REDELIVERIES_KEY
@@ -50,20 +55,24 @@ class UnencryptedPayload(InvalidTaskError):
     """A plain message for a task that takes only encrypted ones; dead-lettered with reason ``poison_message``."""
 
 
+_CONTAINERS = (dict, list, tuple)
+
+
 def nesting_depth_exceeds(value: Any, limit: int) -> bool:
-    """True when containers nest deeper than ``limit``; iterative, so no depth can overflow it."""
+    """True when containers nest deeper than ``limit``; iterative, so no depth can overflow it.
+
+    Only containers are stacked: for a large body (thousands of records) the walk runs in the worker's main
+    process for every message, and stacking each scalar too made it cost twice the body's JSON decoding."""
+    if not isinstance(value, _CONTAINERS):
+        return False
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, (list, tuple)):
-            children = item
-        else:
-            continue
         if depth >= limit:
             return True
-        stack.extend((child, depth + 1) for child in children)
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, _CONTAINERS):
+                stack.append((child, depth + 1))
     return False
 
 
@@ -116,6 +125,33 @@ class GuardedRequest(Request):
                     f"(TASK_MAX_DELIVERIES={settings.TASK_MAX_DELIVERIES})",
                     deliveries=redeliveries + 1,
                 )
+
+    @property
+    def payload_claim(self) -> str | None:
+        """The id of the payload claim this message's body came from, or None."""
+        return self._request_dict.get(payload_claims.HEADER)
+
+    def acknowledge(self) -> None:
+        if self.acknowledged:
+            return
+        super().acknowledge()
+        self._release_claim()
+
+    def reject(self, requeue: bool = False) -> None:
+        if self.acknowledged:
+            return
+        super().reject(requeue)
+        if not requeue:  # requeued: the message comes back, and needs its body
+            self._release_claim()
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        # On a hard time limit the task's on_failure runs here, in the main process: it learns the claim from this.
+        with payload_claims.in_hand(self.payload_claim):
+            super().on_timeout(soft, timeout)
+
+    def _release_claim(self) -> None:
+        if claim := self.payload_claim:
+            payload_claims.release_after_ack(self._message, claim)
 
     def send_event(self, type: str, **fields: Any) -> None:
         if is_encrypted(self.task.name):

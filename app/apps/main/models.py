@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.db import models
@@ -117,12 +118,40 @@ class DeadLetter(models.Model):
         null=True, blank=True, unique=True, editable=False,
         help_text="Set when the letter waited in the spool: storing it twice is impossible.",
     )
+    payload_claim = models.UUIDField(
+        null=True, blank=True, db_index=True, editable=False,
+        help_text="The stored body of a claim-checked message (a payload claim): kept while this letter is "
+                  "pending, it is what a requeue sends.",
+    )
 
     class Meta:
         ordering = ["-failed_at"]
 
     def __str__(self) -> str:
         return f"{self.task_name}[{self.task_id}] ({self.reason})"
+
+
+class PayloadClaim(models.Model):
+    """The body of a task message above TASK_CLAIM_CHECK_BYTES (apps.main.payload_claims): the message in the broker
+    carries only a reference to it. Deleted once that message is acknowledged; kept while a pending dead letter
+    refers to it; one nobody claims (a failed publish, a purged queue) is deleted after TASK_CLAIM_RETENTION_HOURS."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task_id = models.CharField(max_length=255, db_index=True)
+    task_name = models.CharField(max_length=255)
+    body = models.BinaryField(help_text="The message body as serialized, then compressed when ``compression`` says so.")
+    content_type = models.CharField(max_length=128, help_text="The serializer's content type (before the claim).")
+    content_encoding = models.CharField(max_length=64)
+    compression = models.CharField(max_length=64, blank=True,
+                                   help_text="kombu's content type of the compression of ``body``; empty: none.")
+    size = models.PositiveBigIntegerField(help_text="Bytes of the serialized body before compression.")
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}[{self.task_id}] ({self.size} B)"
 
 
 class ApiToken(models.Model):

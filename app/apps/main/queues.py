@@ -1,5 +1,5 @@
-"""Queues, task routes, the tasks with encrypted payloads and the default worker-pool layout: the one source
-of these facts.
+"""Queues, task routes, the tasks with encrypted or always-compressed payloads and the default worker-pool
+layout: the one source of these facts.
 
 Settings build ``task_routes`` from here, the Helm chart's default ``workers`` map mirrors
 ``WORKER_POOLS`` and a chart test fails on any drift between the two.
@@ -54,15 +54,31 @@ TASK_NAMES: tuple[str, ...] = (
 #: messages, result rows and dead letters hold no clear argument or result; task name, id and queue stay clear.
 ENCRYPTED_TASKS: frozenset[str] = frozenset({"send_notification"})
 
+#: Tasks whose message bodies are compressed whatever their size (apps.main.large_payloads): per task, opt-in.
+#: Every other task's body is compressed only above TASK_COMPRESSION_THRESHOLD_BYTES. process_user_action
+#: carries a client's free-form ``payload``: JSON that compresses well, often below the threshold.
+COMPRESSED_TASKS: frozenset[str] = frozenset({"process_user_action"})
+
 
 def queue_for(short: str) -> str:
     """The queue a task of ours is sent to."""
     return TASK_QUEUES.get(short, DEFAULT_QUEUE)
 
 
+def _ours(name: str | None) -> str | None:
+    """The short name of one of our tasks' registered names (``apps.main.tasks.…``), else None."""
+    prefix = f"{TASK_MODULE}."
+    return name[len(prefix):] if name and name.startswith(prefix) else None
+
+
 def is_encrypted(name: str | None) -> bool:
     """Whether the task of this registered name (``apps.main.tasks.…``) has encrypted payloads."""
-    return bool(name) and name.startswith(f"{TASK_MODULE}.") and name[len(TASK_MODULE) + 1:] in ENCRYPTED_TASKS
+    return _ours(name) in ENCRYPTED_TASKS
+
+
+def is_compressed(name: str | None) -> bool:
+    """Whether the task of this registered name always has its message body compressed."""
+    return _ours(name) in COMPRESSED_TASKS
 
 
 #: Every routed or encrypted task: its queue, and for an encrypted one the serializer and hidden argsrepr —

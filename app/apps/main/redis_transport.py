@@ -36,8 +36,18 @@ what Redis holds, or add a few bytes of bookkeeping), ``BLMOVE`` becomes the sam
 (nothing waiting: the channel idles ``OOM_IDLE`` seconds, so that it does not spin), a queue binding is
 written the same way, and the restore sweep waits for memory. Publishers still get the OOM error.
 
-``install()`` registers it for ``redis://`` and ``rediss://`` broker URLs (``portfolio_site.celery``);
-``sentinel://`` keeps kombu's own transport.
+**Sentinel.** ``sentinel://`` URLs get the same channel on kombu's Sentinel connection pool (``SentinelChannel``):
+its connections ask the sentinels for the primary whenever they connect, and a connection error or a READONLY reply
+drops them, so after a failover Celery's reconnect lands on the new primary. The sentinels themselves are asked with
+short timeouts and no retries (``redis_connection.sentinel_node_options``).
+
+**Replicated publishes (optional).** With ``publish_wait_replicas`` N > 0 each publish is followed, on the same
+connection, by ``WAIT N publish_wait_timeout_ms``: a publish returns only once N replicas hold the message, so a
+failover cannot take it back (asynchronous replication otherwise can, for the last writes before the primary died).
+Fewer acknowledgements in time raise ``PublishNotReplicated``: the message is on the primary and may still run, so
+the caller (an idempotent retry, or the API's 503) decides; it is not published again here.
+
+``install()`` registers it for ``redis://``, ``rediss://`` and ``sentinel://`` broker URLs (``portfolio_site.celery``).
 """
 
 from __future__ import annotations
@@ -48,14 +58,18 @@ import uuid
 from typing import Any, NamedTuple
 
 import redis
+from kombu.exceptions import OperationalError
 from kombu.transport import TRANSPORT_ALIASES, _transport_cache
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
+from apps.main.redis_connection import SENTINEL_SCHEME, sentinel_node_options
+
 logger = logging.getLogger(__name__)
 
-SCHEMES = ("redis", "rediss")
+#: URL scheme -> the transport of this module that serves it.
+SCHEMES = {"redis": "Transport", "rediss": "Transport", SENTINEL_SCHEME: "SentinelTransport"}
 #: Seconds between a consuming channel's renewals of its landing list's registration.
 LANDING_HEARTBEAT = 5.0
 #: (registry, landing list, source) of channels of this process that closed while Redis was unreachable:
@@ -170,8 +184,17 @@ class Landed(NamedTuple):
     landing: str
 
 
+class PublishNotReplicated(OperationalError):
+    """A publish the primary took but fewer replicas than ``publish_wait_replicas`` acknowledged in time."""
+
+
 class Channel(kombu_redis.Channel):
     QoS = QoS
+    from_transport_options = (*kombu_redis.Channel.from_transport_options,
+                              "publish_wait_replicas", "publish_wait_timeout_ms")
+    #: Replicas that must hold each published message before the publish returns (0: no WAIT).
+    publish_wait_replicas = 0
+    publish_wait_timeout_ms = 500
     _shared_client: Any = None
     _plain_client: redis.Redis | None = None
     _landed: Landed | None = None
@@ -199,6 +222,30 @@ class Channel(kombu_redis.Channel):
         if client is None or client.connection_pool is not self.pool:
             client = self._shared_client = super()._create_client()
         return client
+
+    # --- replicated publishes ----------------------------------------------------------------------
+    @property
+    def supports_batch_publish(self) -> bool:  # kombu's Producer.batch(): each publish waits on its own here
+        return not self.publish_wait_replicas
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        wanted = int(self.publish_wait_replicas or 0)
+        if wanted <= 0:
+            return super()._put(queue, message, **kwargs)
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            # One pipeline, one connection: WAIT counts the writes of the connection it is sent on.
+            pipe.lpush(key, dumps(message))
+            if self._expires and queue in self._expires:
+                for step in self.priority_steps:
+                    pipe.pexpire(self._q_for_pri(queue, step), self._expires[queue])
+            pipe.wait(wanted, int(self.publish_wait_timeout_ms))
+            acknowledged = int(pipe.execute()[-1])
+        if acknowledged < wanted:
+            raise PublishNotReplicated(
+                f"the broker took the message for {queue!r} but {acknowledged} of the {wanted} replica(s) asked for "
+                f"acknowledged it within {self.publish_wait_timeout_ms} ms: a failover now could lose it"
+            )
 
     # --- atomic delivery -------------------------------------------------------------------------
     @property
@@ -397,8 +444,27 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """This module's channel on kombu's Sentinel pool (kombu's SentinelChannel supplies ``_get_pool``)."""
+
+    from_transport_options = tuple(dict.fromkeys((*Channel.from_transport_options,
+                                                  *kombu_redis.SentinelChannel.from_transport_options)))
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        self.sentinel_kwargs = sentinel_node_options(getattr(self, "sentinel_kwargs", None),
+                                                     socket_timeout=self.socket_timeout,
+                                                     socket_connect_timeout=self.socket_connect_timeout)
+        return super()._sentinel_managed_pool(asynchronous)
+
+
+class SentinelTransport(Transport, kombu_redis.SentinelTransport):
+    default_port = kombu_redis.SentinelTransport.default_port
+    Channel = SentinelChannel
+
+
 def install() -> None:
-    """Make ``redis://`` and ``rediss://`` URLs use this transport in this process (before any connection)."""
-    for scheme in SCHEMES:
-        TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"
+    """Make ``redis://``, ``rediss://`` and ``sentinel://`` URLs use this module's transports in this process
+    (before any connection)."""
+    for scheme, transport in SCHEMES.items():
+        TRANSPORT_ALIASES[scheme] = f"{__name__}:{transport}"
         _transport_cache.pop(scheme, None)

@@ -63,8 +63,8 @@ def _forget_secret_values(**_: Any) -> None:
 
 def secret_values() -> list[str]:
     """This process's secrets, longest first: the settings' secret key(s), API token and payload encryption keys,
-    the passwords of its Redis, broker and database connections, and Flower's basic-auth passwords. Empty until
-    the settings are loaded (a log record can be made before that)."""
+    the passwords of its Redis (and Redis Sentinel), broker and database connections, and Flower's basic-auth
+    passwords. Empty until the settings are loaded (a log record can be made before that)."""
     from django.conf import settings
 
     from portfolio_site import environment as env
@@ -79,7 +79,8 @@ def secret_values() -> list[str]:
 
 def _collect_secret_values(settings: Any, flower_auth: str | None) -> list[str]:
     values = [getattr(settings, "SECRET_KEY", ""), *getattr(settings, "SECRET_KEY_FALLBACKS", ()),
-              getattr(settings, "API_TOKEN", ""), *getattr(settings, "PAYLOAD_ENCRYPTION_KEYS", ())]
+              getattr(settings, "API_TOKEN", ""), *getattr(settings, "PAYLOAD_ENCRYPTION_KEYS", ()),
+              getattr(settings, "REDIS_SENTINEL_PASSWORD", None) or ""]
     for name in ("REDIS_URL", "CELERY_BROKER_URL", "DATABASE_URL"):
         url = getattr(settings, name, None)
         if isinstance(url, str):

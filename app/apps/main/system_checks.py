@@ -26,4 +26,11 @@ def limits_agree(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
             "limit): such a task would be delivered to a second worker while it still runs",
             id="main.W001",
         ))
+    task_max, api_max = settings.TASK_MAX_PAYLOAD_BYTES, getattr(settings, "API_MAX_BODY_BYTES", 0)
+    if task_max < api_max:
+        messages.append(checks.Warning(
+            f"TASK_MAX_PAYLOAD_BYTES ({task_max}) is below API_MAX_BODY_BYTES ({api_max}): the API reads bodies whose "
+            "task it then refuses to send (413); its default is 8 x API_MAX_BODY_BYTES",
+            id="main.W002",
+        ))
     return messages

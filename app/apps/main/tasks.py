@@ -24,7 +24,7 @@ from django.db.models import Count
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from apps.main import checks, deadletter
+from apps.main import checks, deadletter, payload_claims
 from apps.main.base_task import ReliableTask
 from apps.main.models import AnalyticsSnapshot, ApiAuditEvent, DeadLetter, Heartbeat, Notification, UserAction
 from apps.main.queues import task_name
@@ -126,8 +126,8 @@ def update_analytics(self: ReliableTask, window_minutes: int = 5) -> dict[str, A
 
 @shared_task(bind=True, base=ReliableTask, name=task_name("cleanup_temp_files"), track_started=True)
 def cleanup_temp_files(self: ReliableTask, max_age_seconds: int | None = None) -> dict[str, int]:
-    """Remove temp files older than ``max_age_seconds``, expired cache entries, expired results and API audit
-    events older than API_AUDIT_RETENTION_DAYS."""
+    """Remove temp files older than ``max_age_seconds``, expired cache entries, expired results, API audit
+    events older than API_AUDIT_RETENTION_DAYS and payload claims nothing took within TASK_CLAIM_RETENTION_HOURS."""
     from django.core.cache import cache
     from django_celery_results.models import TaskResult
 
@@ -158,12 +158,14 @@ def cleanup_temp_files(self: ReliableTask, max_age_seconds: int | None = None) -
     results_removed, _ = TaskResult.objects.filter(date_done__lt=expires).delete()
     audit_horizon = timezone.now() - timedelta(days=settings.API_AUDIT_RETENTION_DAYS)
     audit_events_removed, _ = ApiAuditEvent.objects.filter(at__lt=audit_horizon).delete()
+    claims_removed = payload_claims.prune()
     return {
         "files_removed": files_removed,
         "dirs_removed": dirs_removed,
         "cache_entries_removed": cache_entries_removed,
         "results_removed": results_removed,
         "audit_events_removed": audit_events_removed,
+        "payload_claims_removed": claims_removed,
     }
 
 

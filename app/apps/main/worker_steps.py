@@ -1,15 +1,19 @@
-"""Worker-side hooks: a liveness heartbeat, and a consumer that dead-letters what it cannot run and
-gives back, right after a reconnect, the messages a broker connection loss left orphaned."""
+"""Worker-side hooks: a liveness heartbeat, and a consumer that opens claim-checked messages, dead-letters what it
+cannot run and gives back, right after a reconnect, the messages a broker connection loss left orphaned."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from celery import bootsteps
 from celery.worker.consumer import Consumer
 from django.conf import settings
+
+from apps.main import payload_claims
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +93,8 @@ class RestoreOrphanedMessages(bootsteps.StartStopStep):
 
 class DeadLetteringConsumer(Consumer):
     """Celery's consumer, but a message it cannot run goes to the dead-letter store, not to /dev/null,
-    and the messages it held when the broker connection broke are restored after the reconnect."""
+    the messages it held when the broker connection broke are restored after the reconnect, and a claim-checked
+    message is opened (apps.main.payload_claims) before anything looks at it."""
 
     orphaned_delivery_tags: list[str]
     _events_flush_due = False
@@ -135,6 +140,36 @@ class DeadLetteringConsumer(Consumer):
         default = getattr(connection, "_default_channel", None)
         return [*channels, default] if default is not None and default not in channels else channels
 
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+        handle = super().create_task_handler(*args, **kwargs)
+
+        def on_task_received(message: Any) -> Any:
+            return self._open_claim(message, handle, first_failure=None)
+
+        return on_task_received
+
+    def _open_claim(self, message: Any, handle: Callable[[Any], Any], *, first_failure: float | None) -> Any:
+        """Hand ``message`` on with its claimed body in place (any other message as it is). A claim that cannot be
+        honoured dead-letters the message; while the database does not answer, the message waits (unacknowledged,
+        it is redelivered should this worker die) and the fetch is tried again, for FETCH_PATIENCE_SECONDS."""
+        try:
+            payload_claims.open_message(message)
+        except payload_claims.ClaimUnavailable as exc:
+            first_failure = time.monotonic() if first_failure is None else first_failure
+            waited = time.monotonic() - first_failure
+            # The timer runs its callbacks in the event loop; without one (a worker on a synchronous transport) the
+            # message would be handled from the timer's thread: dead-lettered at once instead.
+            if waited >= payload_claims.FETCH_PATIENCE_SECONDS or self.hub is None:
+                return self.on_decode_error(message, payload_claims.ClaimError(
+                    f"{exc}; gave up after {waited:.0f} s — the stored body is kept: requeue the dead letter"))
+            logger.warning("%s; trying again in %.0f s", exc, payload_claims.FETCH_RETRY_SECONDS)
+            self.timer.call_after(payload_claims.FETCH_RETRY_SECONDS, self._open_claim, (message, handle),
+                                  {"first_failure": first_failure})
+            return None
+        except payload_claims.ClaimError as exc:
+            return self.on_decode_error(message, exc)
+        return handle(message)
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         self._poison(message, exc, body=message.body)
         super().on_decode_error(message, exc)
@@ -173,8 +208,10 @@ class DeadLetteringConsumer(Consumer):
                 body = None
         if isinstance(body, (list, tuple)) and len(body) >= 2:
             args, kwargs = body[0], body[1]
-        # The message as it came (repr of a decoded body could itself overflow on deep nesting).
-        raw = getattr(message, "body", None)
+        # The message as it came (repr of a decoded body could itself overflow on deep nesting); of a claim-checked
+        # one its reference: the claim, kept for the letter, holds the body.
+        claim = payload_claims.claim_of(message)
+        raw = payload_claims.reference(claim) if claim else getattr(message, "body", None)
         raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         task_id = str(headers.get("id") or getattr(message, "delivery_tag", "") or "unknown")
         poison = isinstance(exc, PoisonMessage)
@@ -189,6 +226,7 @@ class DeadLetteringConsumer(Consumer):
             exception=f"{type(exc).__name__}: {exc}",
             raw_body=raw[:100_000],
             attempts=getattr(exc, "deliveries", 1),
+            payload_claim=claim,
         )
         if poison and headers.get("id"):
             # A client polling the result must see the task end, not STARTED or PENDING for ever.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+from apps.main import redis_connection
 from apps.main.queues import DEFAULT_QUEUE, MAX_PREFETCH_MULTIPLIER, TASK_ROUTES
 from portfolio_site import environment as env
 
@@ -88,10 +90,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (Redis when there is one: health_check and cleanup use it across processes) -----------
 REDIS_URL = env.get(env.REDIS_URL)
+# A sentinel:// REDIS_URL: the master's name and the sentinels' password (apps.main.redis_connection).
+REDIS_SENTINEL_MASTER = env.get(env.REDIS_SENTINEL_MASTER)
+REDIS_SENTINEL_PASSWORD = env.get(env.REDIS_SENTINEL_PASSWORD)
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-         "KEY_PREFIX": "cache"}
+        # Django's RedisCache with its client from apps.main.redis_connection (it speaks sentinel:// too).
+        # Timeouts: a primary that vanished without closing its connections must not hang a request or worker.
+        {"BACKEND": "apps.main.redis_cache.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "cache",
+         "OPTIONS": {"socket_timeout": 5, "socket_connect_timeout": 5}}
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_cache"}
     )
@@ -226,7 +233,7 @@ MIN_VISIBILITY_TIMEOUT = (
     RETRY_BACKOFF_MAX + (PREFETCH_MULTIPLIER_MAX + 1) * CELERY_TASK_TIME_LIMIT + VISIBILITY_TIMEOUT_MARGIN
 )
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
-if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+if redis_connection.scheme(CELERY_BROKER_URL) in ("redis", "rediss", redis_connection.SENTINEL_SCHEME):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": env.get_int(env.VISIBILITY_TIMEOUT, MIN_VISIBILITY_TIMEOUT),
         # Every live worker sweeps for expired reservations every 10 s (kombu's default is ~100 s).
@@ -241,6 +248,15 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     }
     if prefix := env.get(env.BROKER_KEY_PREFIX):
         CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = prefix
+    if redis_connection.is_sentinel(CELERY_BROKER_URL):  # kombu's Sentinel options; production requires the name
+        CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = REDIS_SENTINEL_MASTER
+        if REDIS_SENTINEL_PASSWORD:
+            CELERY_BROKER_TRANSPORT_OPTIONS["sentinel_kwargs"] = {"password": REDIS_SENTINEL_PASSWORD}
+    # Publishes acknowledged by replicas (WAIT) before they return: off unless asked for (docs/reliability.md).
+    if wait_replicas := env.get_int(env.BROKER_PUBLISH_WAIT_REPLICAS, 0):
+        CELERY_BROKER_TRANSPORT_OPTIONS["publish_wait_replicas"] = wait_replicas
+        if wait_ms := env.get(env.BROKER_PUBLISH_WAIT_TIMEOUT_MS):
+            CELERY_BROKER_TRANSPORT_OPTIONS["publish_wait_timeout_ms"] = int(wait_ms)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BROKER_POOL_LIMIT = env.get_int("CELERY_BROKER_POOL_LIMIT", 10)
@@ -317,3 +333,26 @@ PAYLOAD_ENCRYPTION_KEYS = payload_encryption.parse_keys(env.get_list(env.PAYLOAD
 ]
 # The encrypted tasks' serializer and hidden argsrepr are in their routes (apps.main.queues.TASK_ROUTES).
 CELERY_ACCEPT_CONTENT = [*CELERY_ACCEPT_CONTENT, payload_encryption.SERIALIZER]
+
+# --- Large task payloads (apps.main.large_payloads, apps.main.payload_claims; docs/payloads.md) -----
+# Importing payload_claims registers the claim reference's serializer: before Celery resolves CELERY_ACCEPT_CONTENT.
+from apps.main import large_payloads, payload_claims  # noqa: E402
+
+CELERY_ACCEPT_CONTENT = [*CELERY_ACCEPT_CONTENT, payload_claims.SERIALIZER]
+# A task body (serialized, before compression) larger than this is refused when published (the API answers 413).
+# 8x the largest API body: JSON escaping (non-ASCII text, exponents) and encryption's base64 make a task body larger
+# than the request that carried its arguments, but not that much; a larger one is still a 413, naming this limit.
+TASK_MAX_PAYLOAD_BYTES = env.get_int(env.TASK_MAX_PAYLOAD_BYTES, 8 * API_MAX_BODY_BYTES)
+# Bodies above this are compressed with TASK_COMPRESSION (and every body of queues.COMPRESSED_TASKS); a compressed
+# body is kept only when smaller.
+TASK_COMPRESSION_THRESHOLD_BYTES = env.get_int(env.TASK_COMPRESSION_THRESHOLD_BYTES, 32 * 1024)
+# Bodies still above this after compression are stored in the database; the message carries a reference.
+TASK_CLAIM_CHECK_BYTES = env.get_int(env.TASK_CLAIM_CHECK_BYTES, 256 * 1024)
+# A stored body no message or pending dead letter took (failed publish, purged queue) is deleted after this long.
+TASK_CLAIM_RETENTION_HOURS = env.get_int(env.TASK_CLAIM_RETENTION_HOURS, 7 * 24)
+try:
+    TASK_COMPRESSION = large_payloads.codec(env.get(env.TASK_COMPRESSION, "zlib") or "zlib")
+except ValueError as _error:
+    # One line, no traceback, in every process (web, worker, beat, manage.py): a configuration error.
+    sys.stderr.write(f"settings: {_error}\n")
+    raise SystemExit(2) from None

@@ -2,12 +2,15 @@
 
 import sys
 
-from apps.main import payload_encryption
+from apps.main import payload_encryption, redis_connection
 from apps.main.queues import ENCRYPTED_TASKS
 from portfolio_site import environment as env
 
 _REQUIRED = {
-    env.REDIS_URL: "the broker and cache, e.g. redis://:PASSWORD@redis:6379/0 (rediss:// for TLS)",
+    env.REDIS_URL: "the broker and cache, e.g. redis://:PASSWORD@redis:6379/0 (rediss:// for TLS), or through "
+                   "Redis Sentinel sentinel://:PASSWORD@sentinel-1:26379/0;sentinel://:PASSWORD@sentinel-2:26379/0;… "
+                   "(PASSWORD: the data nodes'; with REDIS_SENTINEL_MASTER, and REDIS_SENTINEL_PASSWORD when the "
+                   "sentinels have one)",
     env.DATABASE_URL: "the database, e.g. postgres://USER:PASSWORD@postgres:5432/celery_stack",
     env.SECRET_KEY: "a long random string for Django's signing",
 }
@@ -17,6 +20,9 @@ if ENCRYPTED_TASKS:  # no development key here: every process must be given the 
         "separated, the newest first (docs/security.md); a new key: python -c 'from cryptography.fernet "
         "import Fernet; print(Fernet.generate_key().decode())'"
     )
+_SENTINEL_URLS = [name for name in (env.REDIS_URL, env.BROKER_URL) if redis_connection.is_sentinel(env.get(name))]
+if _SENTINEL_URLS:
+    _REQUIRED[env.REDIS_SENTINEL_MASTER] = f"the master name the sentinels monitor ({_SENTINEL_URLS[0]} is sentinel://)"
 for _name, _meaning in _REQUIRED.items():
     if not env.get(_name):
         # One line, no traceback: this is a configuration error, not a bug.
@@ -24,6 +30,11 @@ for _name, _meaning in _REQUIRED.items():
         raise SystemExit(2)
 try:
     payload_encryption.parse_keys(env.get_list(env.PAYLOAD_ENCRYPTION_KEYS))
+    for _name in _SENTINEL_URLS:
+        try:
+            redis_connection.SentinelURL.parse(env.get(_name) or "")
+        except ValueError as _error:
+            raise ValueError(f"{_name}: {_error}") from None
 except ValueError as _error:
     sys.stderr.write(f"production settings: {_error}\n")
     raise SystemExit(2) from None

@@ -22,6 +22,8 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from apps.main.large_payloads import PayloadTooLarge
+
 logger = logging.getLogger(__name__)
 
 #: Exceptions meaning "a service the request needs did not answer", and the service to name.
@@ -61,6 +63,13 @@ class RequestTooLarge(exceptions.APIException):
         super().__init__(f"the request body is larger than {limit} bytes (API_MAX_BODY_BYTES)")
 
 
+class TaskTooLarge(exceptions.APIException):
+    """A task whose message would be larger than TASK_MAX_PAYLOAD_BYTES (apps.main.large_payloads): not sent."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "task_too_large"
+
+
 class ServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_code = "service_unavailable"
@@ -82,6 +91,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         view = context.get("view")
         logger.warning("%s unreachable in %s: %s: %s", service, type(view).__name__, type(exc).__name__, exc)
         exc = ServiceUnavailable(service)
+    elif isinstance(exc, PayloadTooLarge):
+        exc = TaskTooLarge(str(exc))
     elif isinstance(exc, RequestDataTooBig):  # Django's own limit, should anything read request.body
         exc = RequestTooLarge(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
     elif isinstance(exc, UnreadablePostError):  # the client went away mid-body

@@ -18,6 +18,7 @@ import redis
 from django.conf import settings
 from django.core.cache import cache as django_cache
 
+from apps.main import redis_connection
 from apps.main.redis_keys import API_RATE_LIMIT_KEY
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class Decision:
 
 @cache
 def _script(url: str) -> redis.commands.core.Script:
-    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+    client = redis_connection.client(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
     return client.register_script(_COUNT_IN_WINDOW)
 
 

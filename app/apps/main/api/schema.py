@@ -154,7 +154,8 @@ def error_responses(*, not_found: str, forbidden: str, with_body: bool) -> dict[
         404: OpenApiResponse(ApiError, not_found),
         429: OpenApiResponse(ApiError, "The token's rate limit is exhausted (its `rate_limit`, else API_RATE_LIMIT, "
                                        "calls per API_RATE_LIMIT_WINDOW_SECONDS); retry after Retry-After seconds."),
-        413: OpenApiResponse(ApiError, "The body is larger than API_MAX_BODY_BYTES (checked on Content-Length)."),
+        413: OpenApiResponse(ApiError, "The body is larger than API_MAX_BODY_BYTES (checked on Content-Length), "
+                                       "or the task's message would be larger than TASK_MAX_PAYLOAD_BYTES."),
         503: OpenApiResponse(ApiError, "The broker or the database is unreachable; retry after Retry-After seconds."),
     }
     if with_body:

@@ -195,13 +195,15 @@ def read_broker(client: Any, layout: BrokerLayout, *, now: Callable[[], float] =
 
 
 def broker_client(url: str, timeout: float) -> Any:
-    """A Redis client whose every call ends within about 2 x ``timeout`` (redis-py retries 10 times by default)."""
-    import redis
+    """A Redis client whose every call ends within about 2 x ``timeout`` (redis-py retries 10 times by default);
+    for a sentinel:// URL, on whichever node is the primary at each (re)connect."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                retry=Retry(NoBackoff(), 1), health_check_interval=30)
+    from apps.main import redis_connection
+
+    return redis_connection.client(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                   retry=Retry(NoBackoff(), 1), health_check_interval=30)
 
 
 def read_database() -> DatabaseSnapshot:

@@ -275,16 +275,16 @@ def _on_worker_shutting_down(sender: Any = None, **_: Any) -> None:
 def _set_clean_stop(nodename: Any, *, stopped: bool) -> None:
     import redis
 
-    from apps.main.deadletter_spool import redis_url
+    from apps.main import redis_connection
     from apps.main.redis_keys import WORKER_STOPPED_KEY
 
-    url = redis_url()
+    url = redis_connection.app_redis_url()
     if not nodename or url is None:
         return
     key = WORKER_STOPPED_KEY.format(node=nodename)
     try:
-        client = redis.Redis.from_url(url, socket_timeout=CLEAN_STOP_REDIS_TIMEOUT,
-                                      socket_connect_timeout=CLEAN_STOP_REDIS_TIMEOUT)
+        client = redis_connection.client(url, socket_timeout=CLEAN_STOP_REDIS_TIMEOUT,
+                                         socket_connect_timeout=CLEAN_STOP_REDIS_TIMEOUT)
         try:
             if stopped:
                 client.set(key, f"{time.time():.3f}", ex=CLEAN_STOP_TTL_SECONDS)

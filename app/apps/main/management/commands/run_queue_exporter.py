@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.main import redis_connection
 from apps.main.metrics.exporter import BrokerLayout, QueueExporter, broker_client
 from apps.main.queues import QUEUES
 from portfolio_site.ports import EXPORTER_PORT
@@ -40,9 +41,10 @@ class Command(BaseCommand):
 
         from portfolio_site.celery import app
 
-        url = settings.CELERY_BROKER_URL
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise CommandError(f"the queue exporter reads a Redis broker; CELERY_BROKER_URL is {url.split(':')[0]}:…")
+        url = redis_connection.broker_redis_url(settings.CELERY_BROKER_URL)
+        if url is None:
+            scheme = settings.CELERY_BROKER_URL.split(":")[0]
+            raise CommandError(f"the queue exporter reads a Redis broker; CELERY_BROKER_URL is {scheme}:…")
         queues = [q.strip() for q in options["queues"].split(",") if q.strip()]
         timeout = options["timeout"]
         if options["worker_down_retention"] <= options["worker_down_after"]:
