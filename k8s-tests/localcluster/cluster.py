@@ -190,6 +190,7 @@ def up() -> Topology:
         write_configs(topology, image_refs["pause"])
     network.enable_forwarding()
     network.accept_pod_forwarding(topology)
+    network.refuse_unrouted_service_traffic(topology)
     for component in COMPONENTS:
         with step(f"starting {component.name}"):
             _start(component, topology)

@@ -171,3 +171,43 @@ def cleanup_ipsets() -> int:
 
 def leftover_ipsets() -> list[str]:
     return [f"ipset {name}" for name in _owned_ipsets()]
+
+
+#: Priority of the routing rule below (before the main table's 32766).
+UNROUTED_SERVICE_RULE_PREF = 1000
+
+
+def _unrouted_service_rule(topology: Topology) -> list[str]:
+    return ["to", topology.service_cidr, "iif", topology.bridge, "pref", str(UNROUTED_SERVICE_RULE_PREF), "unreachable"]
+
+
+def refuse_unrouted_service_traffic(topology: Topology) -> None:
+    """A pod's packet still addressed to a Service IP when it is routed had no endpoint to be DNATed to (kube-proxy
+    rewrites it before routing otherwise). kube-proxy's REJECT for such Services never runs: kube-router's FORWARD
+    chain, always first, ACCEPTs pod traffic that passed its policies. Routed by the default route it would leave
+    the machine (the VM's gateway answers it, with an HTTP 400); this rule answers "unreachable" at once instead.
+    Traffic of the host itself is not routed through it (``iif`` the pods' bridge)."""
+    rule = _unrouted_service_rule(topology)
+    if not _ip_rule_present():
+        subprocess.run(["ip", "rule", "add", *rule], capture_output=True, text=True, check=True)
+
+
+def _ip_rule_present() -> bool:
+    listed = subprocess.run(["ip", "rule", "list", "pref", str(UNROUTED_SERVICE_RULE_PREF)], capture_output=True,
+                            text=True)
+    return listed.returncode == 0 and bool(listed.stdout.strip())
+
+
+def cleanup_ip_rules() -> int:
+    """Delete the routing rule of ``refuse_unrouted_service_traffic``; returns how many were removed."""
+    removed = 0
+    while _ip_rule_present():
+        if subprocess.run(["ip", "rule", "del", "pref", str(UNROUTED_SERVICE_RULE_PREF)],
+                          capture_output=True).returncode != 0:
+            break
+        removed += 1
+    return removed
+
+
+def leftover_ip_rules() -> list[str]:
+    return [f"ip rule pref {UNROUTED_SERVICE_RULE_PREF}"] if _ip_rule_present() else []

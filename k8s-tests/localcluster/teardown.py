@@ -158,7 +158,8 @@ def down() -> list[str]:
         say(f"  {unmount_all()} mounts, {remove_cgroups()} cgroups removed")
         network.delete_link(topology.bridge)
         removed = network.cleanup_rules("iptables") + network.cleanup_rules("ip6tables")
-        say(f"  {removed} iptables rules and chains removed, {network.cleanup_ipsets()} ipsets destroyed")
+        say(f"  {removed} iptables rules and chains removed, {network.cleanup_ipsets()} ipsets destroyed, "
+            f"{network.cleanup_ip_rules()} routing rules deleted")
         changed = network.restore_sysctls(SYSCTL_RECORD)
         if changed:
             say(f"  sysctls restored: {', '.join(changed)}")
@@ -180,6 +181,7 @@ def leftovers() -> list[str]:
     left += [f"shim pid {p}" for p in sorted(_our_shims())]
     left += network.leftover_rules()
     left += network.leftover_ipsets()
+    left += network.leftover_ip_rules()
     if STATE.exists():
         left.append(f"directory {STATE}")
     return left
