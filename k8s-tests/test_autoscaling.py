@@ -1,4 +1,11 @@
-"""A burst of real tasks on one queue makes KEDA scale that pool up and back down; the other pools stay put."""
+"""A burst of real tasks on one queue makes KEDA scale that pool up and back down; the other pools stay put.
+
+The pool's workers drain the burst task about as fast as the API accepts it (an API request costs a token lookup,
+a rate-limit count and an audit row; the task one database write), so a burst submitted against a running pool can
+leave no backlog for KEDA to see. The pool is therefore held at 0 replicas (KEDA's paused-replicas annotation) until
+the burst has queued a backlog of several replicas' worth, then released while the burst goes on: from there, only
+KEDA reading the queue length can take it above its minReplicas.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,9 @@ import pytest
 
 from apps.main.queues import queue_for
 from k8s_support.api import TaskApi
+from k8s_support.broker import queued
 from k8s_support.bursts import BurstInFlight
-from k8s_support.keda import minimums, one_scaled_object, scaled_objects
+from k8s_support.keda import minimums, one_scaled_object, patch_scaled_object, paused_replicas_patch, scaled_objects
 from k8s_support.release import POOL_LABEL, ClusterReader, Release
 from k8s_support.samples import BURST_ENV, BURST_TASK, burst_size, drain_budget
 from k8s_support.waiting import wait_for
@@ -18,6 +26,8 @@ from k8s_support.workloads import burst_spillover, list_length_target, pool_for_
 
 #: Most bursts submitted while waiting for KEDA to scale the pool up.
 SUBMISSION_CAP = 5
+#: Backlog, in replicas' worth of KEDA's listLength target, queued before the held pool is released.
+BACKLOG_REPLICAS = 10
 
 
 def scaled_object(custom: Any, release: Release, pool: str) -> dict[str, Any]:
@@ -50,9 +60,27 @@ def test_burst_scales_its_pool_up_and_down_and_no_other(
     )
     assert timings["max"] > timings["min"], f"pool {target} cannot scale: max {timings['max']} <= min"
 
-    # Workers drain the burst task about as fast as the API accepts it, so a fixed burst can be over before
-    # KEDA's next poll sees a backlog: keep submitting until the pool scaled up (at most SUBMISSION_CAP bursts).
-    burst = BurstInFlight(task_api, burst_size() * SUBMISSION_CAP)
+    # Held at 0 while the burst queues a backlog (module doc), then released; the burst goes on until the pool
+    # scaled up (at most SUBMISSION_CAP bursts).
+    scaled = scaled_object(custom, release, target)
+    name = scaled["metadata"]["name"]
+    patch_scaled_object(custom, release, name, paused_replicas_patch(0))
+    burst: BurstInFlight | None = None
+    try:
+        wait_for(lambda: not reader.pods(release.pool_selector(target), running_only=False), timeout=300, interval=2,
+                 diagnostics=dump, description=f"held pool {target} to have no pod (warm shutdown of idle workers)")
+        baseline = queued(reader, scaled)
+        backlog = per_replica * BACKLOG_REPLICAS
+        burst = BurstInFlight(task_api, burst_size() * SUBMISSION_CAP)
+        wait_for(lambda: burst.check() or queued(reader, scaled) >= baseline + backlog, timeout=300, interval=1,
+                 diagnostics=dump, description=f"a backlog of {backlog} tasks on held pool {target}")
+    except BaseException:
+        if burst is not None:
+            burst.stop()
+        raise
+    finally:
+        patch_scaled_object(custom, release, name, paused_replicas_patch(None))
+    assert burst is not None
 
     def others_unchanged() -> None:
         moved = burst_spillover(before, replicas(reader), target, floors)
