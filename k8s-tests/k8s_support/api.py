@@ -24,6 +24,16 @@ class TaskApiError(RuntimeError):
     """The API refused a request or answered something that is not the documented JSON."""
 
 
+class ServiceUnavailable(TaskApiError):
+    """503 with Retry-After: the API's broker, database or Redis was unreachable for that request ("try again
+    later"). Polling retries it, as a client should: a Service whose pod just came back is reachable a moment
+    after the pod is Ready (kube-proxy programs the new endpoint)."""
+
+
+#: What polling for a task's state retries: the connection, and the API's own "try again later".
+POLL_RETRY_ON: tuple[type[BaseException], ...] = (requests.ConnectionError, requests.Timeout, ServiceUnavailable)
+
+
 class TaskFailed(AssertionError):
     """A task reached FAILURE/REVOKED while we waited for SUCCESS."""
 
@@ -38,6 +48,8 @@ class TaskApi:
     def _json(self, response: requests.Response, expected: tuple[int, ...]) -> dict[str, Any]:
         what = f"{response.request.method} {response.url}"
         if response.status_code not in expected:
+            if response.status_code == 503:
+                raise ServiceUnavailable(f"{what} answered 503: {response.text[:500]}")
             raise TaskApiError(f"{what} answered {response.status_code}: {response.text[:500]}")
         try:
             body = response.json()
@@ -78,7 +90,7 @@ class TaskApi:
         *,
         timeout: float,
         interval: float = 0.5,
-        retry_on: tuple[type[BaseException], ...] = (requests.ConnectionError, requests.Timeout),
+        retry_on: tuple[type[BaseException], ...] = POLL_RETRY_ON,
     ) -> dict[str, Any]:
         """Poll until the task is in one of ``states``; FAILURE/REVOKED (when not wanted) fail at once."""
 
@@ -105,7 +117,7 @@ class TaskApi:
         timeout: float,
         interval: float = 2.0,
         threads: int = 8,
-        retry_on: tuple[type[BaseException], ...] = (requests.ConnectionError, requests.Timeout),
+        retry_on: tuple[type[BaseException], ...] = POLL_RETRY_ON,
         diagnostics: Callable[[], str] | None = None,
         progress: Callable[[str], None] = print,
         progress_every: float = 10.0,
