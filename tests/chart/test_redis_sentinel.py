@@ -181,6 +181,16 @@ def test_one_statefulset_of_data_nodes_with_a_sentinel_each(helm: str) -> None:
     assert env_of(sentinel_c)["REDISCLI_AUTH"]["value"] == "$(REDIS_SENTINEL_PASSWORD)"
 
 
+def test_the_notes_say_how_to_find_the_primary(helm: str, tmp_path: Path) -> None:
+    from tests.chart.test_components import render_notes
+
+    notes = render_notes(tmp_path / "celery-stack", helm, "redis.sentinel.enabled=true")
+    assert f"pods {N}-redis-node-0..2, each a data node and a" in notes
+    assert (f"kubectl --namespace ns exec {N}-redis-node-0 -c sentinel -- sh -c 'redis-cli -p 26379 "
+            "SENTINEL get-master-addr-by-name celery-stack'") in notes
+    assert "Sentinel mode" not in render_notes(tmp_path / "celery-stack", helm)
+
+
 def test_the_headless_service_names_every_pod_before_it_is_ready() -> None:
     manifests = render_chart(ON)
     service = one(manifests, "Service", f"{N}-redis-headless")["spec"]
