@@ -13,7 +13,9 @@ from tests.support.render import ROOT, find, one, render_chart
 APP_ENV_NAMES = {v for k, v in vars(environment).items() if k.isupper() and isinstance(v, str)}
 #: Set by the chart only to build others through dependent env var expansion, or read by the images.
 CHART_INTERNAL = {"REDIS_PASSWORD", "DATABASE_PASSWORD", "FLOWER_USER", "FLOWER_PASSWORD", "REDISCLI_AUTH",
-                  "POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "PGDATA"}
+                  "POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "PGDATA",
+                  # Redis Sentinel mode's pods: their name, and the stable DNS name built from it.
+                  "POD_NAME", "REDIS_ANNOUNCE_HOST"}
 
 
 def pool_queues(manifests: list[dict]) -> dict[str, list[str]]:

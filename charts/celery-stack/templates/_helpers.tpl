@@ -86,7 +86,9 @@ or "fernet" true instead of "length": a Fernet key (the encrypted task payloads)
 {{/* ============================== Redis / database connection ============================== */}}
 
 {{/*
-The ONE source of the broker connection for the REDIS_URL env and for KEDA: built-in or external Redis.
+The ONE source of the broker connection for the REDIS_URL env and for KEDA: built-in or external Redis, or
+their Sentinel forms (built-in: redis.sentinel; external: externalRedis.sentinel), then `sentinel: true` and
+`sentinels` lists host:port of every sentinel, reachable from any namespace (the app and KEDA's operator).
 `host` serves the release's own pods (the short Service name resolves in their namespace); `address`
 (host:port) serves clients in OTHER namespaces, such as the KEDA operator's redis scaler: for the
 built-in Redis the Service's `<name>.<namespace>.svc` (no cluster domain, so it resolves with any
@@ -94,7 +96,41 @@ clusterDomain), an external host as given. Returns YAML; use with fromYaml.
 */}}
 {{- define "celery-stack.redis" -}}
 {{- $fullname := include "celery-stack.fullname" . -}}
-{{- if .Values.redis.enabled -}}
+{{- include "celery-stack.redis.validate" . -}}
+{{- if and .Values.redis.enabled .Values.redis.sentinel.enabled -}}
+{{- $s := .Values.redis.sentinel -}}
+{{- $sentinels := list -}}
+{{- range (include "celery-stack.redis.nodeHosts" . | fromJsonArray) }}
+{{- $sentinels = append $sentinels (printf "%s:%d" . (int $s.port)) }}
+{{- end }}
+sentinel: true
+sentinels: {{ $sentinels | toJson }}
+masterName: {{ $s.masterName | quote }}
+database: {{ .Values.redis.database | int }}
+tls: false
+certReqs: ""
+auth: true
+passwordSecret: {{ default (printf "%s-redis" $fullname) .Values.redis.auth.existingSecret | quote }}
+passwordKey: {{ .Values.redis.auth.existingSecretPasswordKey | quote }}
+sentinelAuth: true
+sentinelPasswordSecret: {{ default (printf "%s-redis" $fullname) .Values.redis.auth.existingSecret | quote }}
+sentinelPasswordKey: {{ $s.auth.existingSecretPasswordKey | quote }}
+{{- else if .Values.externalRedis.sentinel.enabled -}}
+{{- $s := .Values.externalRedis.sentinel }}
+sentinel: true
+sentinels: {{ $s.hosts | toJson }}
+masterName: {{ $s.masterName | quote }}
+database: {{ .Values.externalRedis.database | int }}
+tls: false
+certReqs: ""
+auth: {{ not (empty .Values.externalRedis.existingSecret) }}
+passwordSecret: {{ .Values.externalRedis.existingSecret | quote }}
+passwordKey: {{ .Values.externalRedis.existingSecretPasswordKey | quote }}
+sentinelAuth: {{ not (empty $s.existingSecret) }}
+sentinelPasswordSecret: {{ $s.existingSecret | quote }}
+sentinelPasswordKey: {{ $s.existingSecretPasswordKey | quote }}
+{{- else if .Values.redis.enabled -}}
+sentinel: false
 host: {{ printf "%s-redis" $fullname | quote }}
 port: {{ .Values.redis.port | int }}
 address: {{ printf "%s-redis.%s.svc:%d" $fullname .Release.Namespace (int .Values.redis.port) | quote }}
@@ -108,6 +144,7 @@ passwordKey: {{ .Values.redis.auth.existingSecretPasswordKey | quote }}
 {{- if not .Values.externalRedis.host -}}
 {{- fail "redis.enabled is false: set externalRedis.host (and externalRedis.existingSecret for AUTH)" -}}
 {{- end }}
+sentinel: false
 host: {{ .Values.externalRedis.host | quote }}
 port: {{ .Values.externalRedis.port | int }}
 address: {{ printf "%s:%d" .Values.externalRedis.host (int .Values.externalRedis.port) | quote }}
@@ -129,7 +166,31 @@ from the password Secrets, so no password is ever rendered into the manifest or 
 {{- $r := include "celery-stack.redis" . | fromYaml -}}
 {{- $scheme := ternary "rediss" "redis" $r.tls -}}
 {{- $query := ternary (printf "?ssl_cert_reqs=%s" $r.certReqs) "" $r.tls -}}
+{{- if $r.sentinel }}
+{{- /* kombu's form: one sentinel:// part per sentinel, each with the DATA nodes' password and database */}}
+{{- $parts := list }}
+{{- range $r.sentinels }}
+{{- $parts = append $parts (printf "sentinel://%s%s/%d" (ternary ":$(REDIS_PASSWORD)@" "" $r.auth) . (int $r.database)) }}
+{{- end }}
 {{- if $r.auth }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $r.passwordSecret }}
+      key: {{ $r.passwordKey }}
+{{- end }}
+- name: REDIS_URL
+  value: {{ join ";" $parts | quote }}
+- name: REDIS_SENTINEL_MASTER
+  value: {{ $r.masterName | quote }}
+{{- if $r.sentinelAuth }}
+- name: REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $r.sentinelPasswordSecret }}
+      key: {{ $r.sentinelPasswordKey }}
+{{- end }}
+{{- else if $r.auth }}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
