@@ -34,6 +34,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "upgrade: helm upgrade + helm test (runs after the disruptive tests)")
     config.addinivalue_line("markers", "uninstall: helm uninstall, the end of the suite (runs last; also marked "
                                        "upgrade, so `-m 'not upgrade'` keeps the release)")
+    config.addinivalue_line("markers", "sentinel: needs the built-in Redis in Sentinel mode (skipped otherwise; "
+                                       "`make cluster-test` runs them in a Sentinel release of its own)")
     config.addinivalue_line("markers", "tilt: runs Tilt in a release of its own (`make tilt-test`; deselected "
                                        "by default in pytest.ini)")
 

@@ -38,6 +38,11 @@ from k8s_support.waiting import wait_for
 #: server role, Service port name
 SERVERS = (("web", "http"), ("redis", "redis"), ("postgresql", "postgresql"), ("flower", "http"),
            ("worker", "metrics"), ("exporter", "metrics"))
+#: Servers only some releases have: the sentinels of the built-in Redis in Sentinel mode (whom the app asks
+#: where the primary is).
+OPTIONAL_SERVERS = (("redis", "sentinel"),)
+#: What a pod with a worker's labels may open (besides web, open to all), of the servers the release has.
+WORKER_OPENS = {("redis", "redis"), ("redis", "sentinel"), ("postgresql", "postgresql")}
 
 
 class Probes:
@@ -106,6 +111,11 @@ def _enforced_or_skip(networking: Any, probes: Probes) -> None:
                     f"connection to a probe pod ({seen}); run this on kind (kindnet enforces them)")
 
 
+def _has_port(reader: ClusterReader, release: Release, role: str, port: str) -> bool:
+    services = reader.core.list_namespaced_service(release.namespace, label_selector=release.selector(role)).items
+    return any(p.name == port for s in services for p in s.spec.ports or [])
+
+
 def _address(reader: ClusterReader, release: Release, role: str, port: str) -> str:
     """host:port of a role's server: its Service, else (workers: the chart renders their headless Service only
     for a ServiceMonitor; Prometheus scrapes the pods) a running pod's IP and its container port so named —
@@ -131,7 +141,8 @@ def test_only_the_roles_that_use_a_server_reach_it(
         pytest.skip("the release renders no NetworkPolicy (networkPolicy.enabled is false in its values)")
     _enforced_or_skip(networking, probes)
 
-    targets = {(role, port): _address(reader, release, role, port) for role, port in SERVERS}
+    servers = [*SERVERS, *(s for s in OPTIONAL_SERVERS if _has_port(reader, release, *s))]
+    targets = {(role, port): _address(reader, release, role, port) for role, port in servers}
     everything = list(targets.values())
     web_labels = reader.one_deployment("web").spec.template.metadata.labels
     release_labels = {key: web_labels[key] for key in (NAME_LABEL, INSTANCE_LABEL)}
@@ -144,7 +155,7 @@ def test_only_the_roles_that_use_a_server_reach_it(
         return {server for server, target in targets.items() if seen[target] == "open"}
 
     assert opened(stranger) == {("web", "http")}, f"a pod without the release's labels: {stranger}"
-    assert opened(worker) == {("web", "http"), ("redis", "redis"), ("postgresql", "postgresql")}, (
+    assert opened(worker) == {("web", "http"), *(WORKER_OPENS & set(targets))}, (
         f"a pod with a worker's labels: {worker}")
     assert opened(prometheus) == {("web", "http"), ("worker", "metrics"), ("exporter", "metrics")}, (
         f"a pod labelled as Prometheus: {prometheus}")

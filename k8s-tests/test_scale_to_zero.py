@@ -7,40 +7,16 @@ from typing import Any
 
 import pytest
 
-from apps.main.queues import TASK_NAMES, queue_for
-from k8s_support.api import TaskApi, pool_of_worker
-from k8s_support.keda import minimums, one_scaled_object, scaled_objects
-from k8s_support.release import ClusterReader, Release
-from k8s_support.samples import arguments_for
-from k8s_support.waiting import wait_for
-from k8s_support.workloads import pool_queues, scale_timings
+from k8s_support.api import TaskApi
+from k8s_support.release import ClusterReader
+from k8s_support.wake import wake_from_zero, zero_pool
 
 
 @pytest.mark.disruptive
 @pytest.mark.timeout(900)
 def test_scale_to_zero_pool_wakes_on_its_first_task(
-    task_api: TaskApi, reader: ClusterReader, release: Release, custom: Any, dump: Callable[[], str]
+    task_api: TaskApi, reader: ClusterReader, custom: Any, dump: Callable[[], str]
 ) -> None:
     """Issue 10, point 3 ("a scale-to-zero pool wakes on its first task"): the pool rests at 0 replicas with
     no pod; one task of its queue makes KEDA activate it, and the task succeeds on a worker of that pool."""
-    floors = minimums(scaled_objects(custom, release))
-    zero = sorted(pool for pool, floor in floors.items() if floor == 0)
-    assert zero, (f"no pool scales to zero (minReplicaCount per pool: {floors}); values-examples/kind.yaml "
-                  "sets workers.low-priority.autoscaling.minReplicas 0")
-    pool = zero[0]
-    queues = pool_queues(reader.deployments("worker"))[pool]
-    name = next(t for t in TASK_NAMES if queue_for(t) in queues)
-    timings = scale_timings(one_scaled_object(custom, release, pool))
-    deployment = next(d for d in reader.deployments("worker") if d.metadata.name.endswith(f"-worker-{pool}"))
-    grace = deployment.spec.template.spec.termination_grace_period_seconds or 30
-
-    def asleep() -> bool:
-        replicas = reader.apps.read_namespaced_deployment(deployment.metadata.name, release.namespace).spec.replicas
-        return replicas == 0 and not reader.pods(release.pool_selector(pool), running_only=False)
-
-    wait_for(asleep, timeout=timings["cooldown"] + timings["polling"] + grace + 120, interval=3,
-             description=f"pool {pool} to be scaled to zero with no pod left", diagnostics=dump)
-
-    accepted = task_api.submit(name, arguments_for(name))
-    done = task_api.wait_for_success(accepted["id"], timeout=timings["polling"] + 400, interval=2)
-    assert pool_of_worker(done["worker"]) == pool, f"{name} (queue {queue_for(name)}) ran on {done['worker']}"
+    wake_from_zero(task_api, reader, custom, zero_pool(reader, custom), dump)

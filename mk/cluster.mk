@@ -91,7 +91,7 @@ CLUSTER_TEST_ARGS ?=
 cluster-up: bootstrap ## Build (cached) and start the local cluster with CoreDNS, metrics-server and KEDA
 	$(LOCAL_CLUSTER) up
 
-cluster-test: bootstrap ## Install the chart on the local cluster with helm v3 and v4 and run k8s-tests
+cluster-test: bootstrap ## Install the chart on the local cluster (helm v3, helm v4, Sentinel mode) and run k8s-tests
 	PYTHONPATH=k8s-tests:. $(UV) run --frozen python -m localcluster.suite $(CLUSTER_TEST_ARGS)
 
 cluster-down: bootstrap ## Stop the local cluster and remove its processes, mounts, rules and state

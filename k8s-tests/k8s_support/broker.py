@@ -1,7 +1,8 @@
 """Count a pool's queued messages in the built-in Redis itself (`redis-cli` exec'd in its container).
 
-The keys are the ones KEDA reads: each redis trigger's ``listName`` of the pool's ScaledObject (the queue
-key and its kombu priority-step keys), so the count is the backlog KEDA scales on.
+The keys are the ones KEDA reads: each redis (or redis-sentinel) trigger's ``listName`` of the pool's
+ScaledObject (the queue key and its kombu priority-step keys), so the count is the backlog KEDA scales on.
+In Sentinel mode the count is read on the primary the sentinels name.
 """
 
 from __future__ import annotations
@@ -10,22 +11,28 @@ from typing import Any
 
 from k8s_support.podexec import run_in_pod
 from k8s_support.release import ClusterReader
+from k8s_support.sentinel import primary_pod, sentinel_mode
 
+#: KEDA's scalers of the built-in Redis: one server, or the sentinels that name the primary.
+REDIS_TRIGGERS = ("redis", "redis-sentinel")
 #: Sums LLEN over KEYS (absent keys count 0).
 SUM_LLEN = "local n = 0 for _, k in ipairs(KEYS) do n = n + redis.call('LLEN', k) end return n"
 
 
+def redis_triggers(scaled_object: dict[str, Any]) -> list[dict[str, Any]]:
+    triggers = [t for t in scaled_object["spec"]["triggers"] if t.get("type") in REDIS_TRIGGERS]
+    if not triggers:
+        raise AssertionError(f"ScaledObject {scaled_object['metadata']['name']} has no trigger of {REDIS_TRIGGERS}")
+    return triggers
+
+
 def list_names(scaled_object: dict[str, Any]) -> list[str]:
-    """The Redis list keys of a ScaledObject's redis triggers."""
-    names = [t["metadata"]["listName"] for t in scaled_object["spec"]["triggers"] if t.get("type") == "redis"]
-    if not names:
-        raise AssertionError(f"ScaledObject {scaled_object['metadata']['name']} has no redis trigger")
-    return names
+    """The Redis list keys of a ScaledObject's Redis triggers."""
+    return [t["metadata"]["listName"] for t in redis_triggers(scaled_object)]
 
 
 def database_index(scaled_object: dict[str, Any]) -> int:
-    triggers = [t for t in scaled_object["spec"]["triggers"] if t.get("type") == "redis"]
-    return int(triggers[0]["metadata"].get("databaseIndex", 0)) if triggers else 0
+    return int(redis_triggers(scaled_object)[0]["metadata"].get("databaseIndex", 0))
 
 
 def llen_command(keys: list[str], database: int, port: int) -> list[str]:
@@ -35,6 +42,9 @@ def llen_command(keys: list[str], database: int, port: int) -> list[str]:
 
 
 def redis_pod(reader: ClusterReader) -> Any:
+    """The pod whose Redis takes writes: the only one, or in Sentinel mode the primary the sentinels name."""
+    if sentinel_mode(reader):
+        return primary_pod(reader)
     pods = reader.pods(reader.release.selector("redis"))
     assert len(pods) == 1, f"expected one running Redis pod, found {[p.metadata.name for p in pods]}"
     return pods[0]

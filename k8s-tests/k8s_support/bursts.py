@@ -9,8 +9,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import requests
+
 from apps.main.queues import queue_for
-from k8s_support.api import TaskApi
+from k8s_support.api import ServiceUnavailable, TaskApi
 from k8s_support.release import ClusterReader
 from k8s_support.samples import BURST_ENV, BURST_TASK, burst_arguments, burst_size
 from k8s_support.workloads import pool_for_queue, pool_queues
@@ -49,10 +51,22 @@ class BurstInFlight:
     so a burst submitted before the disruption can be over before it: this one is not.
     """
 
-    def __init__(self, task_api: TaskApi, size: int | None = None, *, threads: int = 8) -> None:
+    def __init__(self, task_api: TaskApi, size: int | None = None, *, threads: int = 8,
+                 retry_for: float = 0.0) -> None:
         #: The most tasks submitted; stop() ends the submission earlier.
         self.size = burst_size() if size is None else size
+        #: Seconds one submission is retried, with the same arguments (the task is idempotent per action id),
+        #: on the API's 503 "try again later" or a lost connection/timeout, as a client should (0: not at all).
+        self.retry_for = retry_for
+        #: Submissions sent again after a 503 / after a connection error or timeout (the API may have taken
+        #: the first one: then the action is queued twice, and recorded once).
+        self.refused = 0
+        self.unanswered = 0
+        #: The last error a submission was retried after, for diagnostics.
+        self.last_error = ""
         self.ids: list[str] = []
+        #: When each id was accepted (time.time(), in the order of ``ids``).
+        self.accepted_at: list[float] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._error: BaseException | None = None
@@ -63,9 +77,25 @@ class BurstInFlight:
         def one(_: int) -> None:
             if self._stopped.is_set():
                 return
-            task_id = task_api.submit(BURST_TASK, burst_arguments())["id"]
+            arguments = burst_arguments()
+            give_up = time.monotonic() + self.retry_for
+            while True:
+                try:
+                    task_id = task_api.submit(BURST_TASK, arguments)["id"]
+                    break
+                except (ServiceUnavailable, requests.ConnectionError, requests.Timeout) as exc:
+                    if time.monotonic() > give_up:
+                        raise
+                    with self._lock:
+                        self.last_error = f"{time.strftime('%H:%M:%S')} {type(exc).__name__}: {str(exc)[:300]}"
+                        if isinstance(exc, ServiceUnavailable):
+                            self.refused += 1
+                        else:
+                            self.unanswered += 1
+                    time.sleep(0.2)
             with self._lock:
                 self.ids.append(task_id)
+                self.accepted_at.append(time.time())
 
         try:
             with ThreadPoolExecutor(max_workers=threads) as executor:
@@ -81,6 +111,17 @@ class BurstInFlight:
         """Raise the submission's error, if it failed."""
         if self._error is not None:
             raise self._error
+
+    def describe(self) -> str:
+        with self._lock:
+            last = time.strftime("%H:%M:%S", time.localtime(self.accepted_at[-1])) if self.accepted_at else "-"
+            return (f"burst: {len(self.ids)} accepted (the last at {last}), {self.refused} 503s and "
+                    f"{self.unanswered} unanswered sent again; last error: {self.last_error or '-'}")
+
+    def accepted_since(self, moment: float) -> int:
+        """How many submissions were accepted after ``moment`` (time.time())."""
+        with self._lock:
+            return sum(1 for at in self.accepted_at if at > moment)
 
     @property
     def submitting(self) -> bool:

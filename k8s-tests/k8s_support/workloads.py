@@ -65,13 +65,15 @@ def pool_for_queue(pools: dict[str, tuple[str, ...]], queue: str) -> str:
     return owners[0]
 
 
-def container_port(deployment: Any, container_name: str, port_name: str) -> int:
-    for container in deployment.spec.template.spec.containers:
+def container_port(workload: Any, container_name: str, port_name: str) -> int:
+    """A named container port of a Deployment's or StatefulSet's pod template, or of a pod."""
+    spec = workload.spec.template.spec if getattr(workload.spec, "template", None) is not None else workload.spec
+    for container in spec.containers:
         if container.name == container_name:
             for port in container.ports or []:
                 if port.name == port_name:
                     return int(port.container_port)
-    raise AssertionError(f"{deployment.metadata.name}: container {container_name!r} has no port {port_name!r}")
+    raise AssertionError(f"{workload.metadata.name}: container {container_name!r} has no port {port_name!r}")
 
 
 def scale_timings(scaled_object: dict[str, Any]) -> dict[str, int]:

@@ -1,10 +1,11 @@
 """`make cluster-test`: install the chart on the local cluster with helm v3 and with helm v4, run k8s-tests.
 
 helm v3 installs a release for the suite's read-only checks and its uninstall test; helm v4 installs the
-release the whole k8s-tests suite runs against (it upgrades, disrupts and finally uninstalls it). Both
-installs use `--wait` with the chart's defaults plus the kind and local-cluster values, report how long
-they took to be Ready, and run `helm test --logs`. A failure prints the namespace's pods, events and
-log tails.
+release the whole k8s-tests suite runs against (it upgrades, disrupts and finally uninstalls it); a third
+release, in Sentinel mode (values-examples/sentinel.yaml), runs the read-only checks and the failover tests
+(test_redis_failover.py). Every install uses `--wait` with the chart's defaults plus the kind and
+local-cluster values, reports how long it took to be Ready, and runs `helm test --logs`. A failure prints
+the namespace's pods, events and log tails. CLUSTER_TEST_RUNS (e.g. `sentinel`, or `helm3,helm4`) picks runs.
 
 Each namespace is made first with the Pod Security Standard `restricted` enforced, so an install that
 succeeds proves every pod of the chart passes it (k8s-tests/test_pod_security.py must run, not skip).
@@ -32,18 +33,25 @@ POD_SECURITY_LEVEL = "restricted"
 
 @dataclass(frozen=True)
 class Run:
+    name: str
     helm: str  # tests.support.tools name: helm3 or helm4
     release: str
     namespace: str
-    #: pytest -m expression (None: the whole suite)
-    markers: str | None
+    #: pytest -m expression; it replaces pytest.ini's `-m "not tilt"`, so each keeps test_tilt.py (a release of
+    #: its own) out too.
+    markers: str
+    values: tuple[str, ...] = VALUES
 
 
 RUNS = (
-    # `-m` replaces pytest.ini's `-m "not tilt"`: test_tilt.py (a release of its own) stays out here too.
-    Run("helm3", "celery-stack", "celery-stack-helm3", "((not disruptive and not upgrade) or uninstall) and not tilt"),
-    Run("helm4", "celery-stack", "celery-stack", None),
+    Run("helm3", "helm3", "celery-stack", "celery-stack-helm3",
+        "((not disruptive and not upgrade) or uninstall) and not sentinel and not tilt"),
+    Run("helm4", "helm4", "celery-stack", "celery-stack", "not sentinel and not tilt"),
+    Run("sentinel", "helm4", "celery-stack", "celery-stack-sentinel",
+        "(sentinel or not (disruptive or upgrade)) and not tilt", (*VALUES, "values-examples/sentinel.yaml")),
 )
+#: Runs to do, by name (comma-separated; all when unset).
+RUNS_ENV = "CLUSTER_TEST_RUNS"
 
 
 def _image() -> tuple[str, str]:
@@ -65,7 +73,7 @@ def _environment(run: Run) -> dict[str, str]:
         "K8S_TESTS_REQUIRED": "1",
         "K8S_TESTS_RELEASE": run.release,
         "K8S_TESTS_NAMESPACE": run.namespace,
-        "K8S_TESTS_VALUES": ",".join(VALUES),
+        "K8S_TESTS_VALUES": ",".join(run.values),
         "K8S_TESTS_HELM": str(_helm(run)),
         # what this cluster guarantees: the test of it fails instead of skipping
         "K8S_TESTS_POD_SECURITY": POD_SECURITY_LEVEL,
@@ -95,22 +103,23 @@ def install(run: Run) -> float:
     """`helm install --wait` with the test values; returns seconds until every resource was ready."""
     repository, tag = _image()
     argv = [str(_helm(run)), "upgrade", "--install", run.release, str(CHART), "--namespace", run.namespace,
-            "--create-namespace", *[a for v in VALUES for a in ("-f", str(ROOT / v))],
+            "--create-namespace", *[a for v in run.values for a in ("-f", str(ROOT / v))],
             "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--wait", "--timeout", "10m"]
     kubectl("apply", "-f", "-", input_text=namespace_manifest(run.namespace))
     began = time.monotonic()
-    with step(f"{run.helm}: helm install --wait {run.release} -n {run.namespace} (pod security {POD_SECURITY_LEVEL})"):
+    with step(f"{run.name}: {run.helm} install --wait {run.release} -n {run.namespace} "
+              f"(pod security {POD_SECURITY_LEVEL})"):
         result = subprocess.run(argv, env=_environment(run), capture_output=True, text=True)
         if result.returncode != 0:
             print(result.stdout + result.stderr, diagnostics(run.namespace), sep="\n", file=sys.stderr)
-            raise SystemExit(f"{run.helm} install failed ({result.returncode})")
+            raise SystemExit(f"{run.name}: {run.helm} install failed ({result.returncode})")
     took = time.monotonic() - began
-    say(f"{run.helm}: every resource of {run.release} ready {took:.0f} s after `helm install`")
+    say(f"{run.name}: every resource of {run.release} ready {took:.0f} s after `helm install`")
     return took
 
 
 def helm_test(run: Run) -> int:
-    with step(f"{run.helm}: helm test --logs {run.release}"):
+    with step(f"{run.name}: helm test --logs {run.release}"):
         result = subprocess.run([str(_helm(run)), "test", run.release, "--namespace", run.namespace, "--logs",
                                  "--timeout", "5m"], env=_environment(run), capture_output=True, text=True)
     print(result.stdout[-3000:], result.stderr[-3000:], sep="\n")
@@ -120,10 +129,8 @@ def helm_test(run: Run) -> int:
 
 
 def run_tests(run: Run, extra: list[str]) -> int:
-    argv = [sys.executable, "-m", "pytest", "k8s-tests", "-v", "-rs", "-p", "no:cacheprovider"]
-    if run.markers:
-        argv += ["-m", run.markers]
-    with step(f"{run.helm}: k8s-tests{f' -m {run.markers!r}' if run.markers else ''}"):
+    argv = [sys.executable, "-m", "pytest", "k8s-tests", "-v", "-rs", "-p", "no:cacheprovider", "-m", run.markers]
+    with step(f"{run.name}: k8s-tests -m {run.markers!r}"):
         code = subprocess.run([*argv, *extra], env=_environment(run), cwd=ROOT).returncode
     if code != 0:
         print(diagnostics(run.namespace), file=sys.stderr)
@@ -140,8 +147,13 @@ def main(extra: list[str]) -> int:
     if not READY_MARKER.exists():
         print("no local cluster: run `make cluster-up` first", file=sys.stderr)
         return 2
+    wanted = [name.strip() for name in os.environ.get(RUNS_ENV, "").split(",") if name.strip()]
+    unknown = set(wanted) - {run.name for run in RUNS}
+    if unknown:
+        print(f"{RUNS_ENV}: no run named {sorted(unknown)} (runs: {[run.name for run in RUNS]})", file=sys.stderr)
+        return 2
     failures = 0
-    for run in RUNS:
+    for run in (r for r in RUNS if not wanted or r.name in wanted):
         install(run)
         failures += helm_test(run) != 0
         failures += run_tests(run, extra) != 0

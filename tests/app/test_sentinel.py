@@ -34,6 +34,7 @@ from embedded.network import Abort, free_port, wait_until
 from embedded.supervisor import APP_DIR, Supervisor
 from portfolio_site import commands
 from tests.app.procs import LineReader, read_json_lines
+from tests.support import figures
 from tests.support.sentinel import MASTER_NAME, SentinelDeployment
 from tests.support.timeouts import scaled
 
@@ -47,12 +48,7 @@ def deployment(tmp_path: Path) -> Iterator[SentinelDeployment]:
 
 
 def report(capsys: pytest.CaptureFixture[str], title: str, rows: list[tuple[str, str]]) -> None:
-    """Print measured figures to the terminal whatever pytest captures: they are what docs/reliability.md quotes."""
-    width = max(len(name) for name, _ in rows)
-    with capsys.disabled():
-        print(f"\n[sentinel] {title}")
-        for name, value in rows:
-            print(f"[sentinel]   {name:<{width}}  {value}")
+    figures.report(capsys, "sentinel", title, rows)
 
 
 def first_success(check: Callable[[], Any], *, since: float, timeout: float, what: str) -> float:

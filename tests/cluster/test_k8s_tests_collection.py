@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from localcluster.suite import RUNS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,7 @@ def test_collects_every_scenario_without_error(dead_kubeconfig: Path) -> None:
     assert files == {f"test_{n}.py" for n in
                      ("release", "tasks", "beat", "flower", "metrics", "autoscaling", "worker_loss", "upgrade",
                       "keda", "logs", "migrations", "scale_to_zero", "redis_restart", "scale_down", "uninstall",
-                      "network_policy", "pod_security", "api_tokens")}
+                      "network_policy", "pod_security", "api_tokens", "redis_failover")}
     assert sum("test_task_succeeds_on_its_queues_pool[" in i for i in ids) == 7
     # Tilt's release of its own runs only when asked for (`make tilt-test`: -m tilt).
     tilt = run_k8s_tests(dead_kubeconfig, "--collect-only", "-q", "-m", "tilt")
@@ -72,14 +73,26 @@ def test_with_a_cluster_the_suite_ends_with_upgrades_then_uninstall(tmp_path: Pa
         """))
         everything = run_k8s_tests(kubeconfig, "--collect-only", "-q")
         spared = run_k8s_tests(kubeconfig, "--collect-only", "-q", "-m", "not disruptive and not upgrade")
+        runs = {run.name: run_k8s_tests(kubeconfig, "--collect-only", "-q", "-m", run.markers) for run in RUNS}
     assert everything.returncode == 0, everything.stdout + everything.stderr
     ids = [line for line in everything.stdout.splitlines() if "::" in line]
     files = [Path(i.split("::")[0]).stem.removeprefix("test_") for i in ids]
     assert files[-1] == "uninstall", ids[-3:]
     upgrades = [n for n, f in enumerate(files) if f == "upgrade" or "waits_for_a_database" in ids[n]]
     disruptive = [n for n, f in enumerate(files) if f in ("autoscaling", "worker_loss", "scale_down", "redis_restart",
-                                                          "scale_to_zero")]
+                                                          "scale_to_zero") or "losing_the_primary" in ids[n]]
     plain = [n for n, f in enumerate(files) if f in ("release", "tasks", "keda", "logs", "flower")]
     assert max(plain) < min(disruptive) and max(disruptive) < min(upgrades) and max(upgrades) < len(ids) - 1
     assert "uninstall" not in spared.stdout and "test_upgrade" not in spared.stdout
     assert "test_keda.py" in spared.stdout
+
+    # `make cluster-test`'s releases: only the Sentinel one runs the failover tests, and it neither upgrades nor
+    # uninstalls; the helm v4 release runs everything else, the helm v3 one the read-only checks + uninstall.
+    selected = {name: {Path(line.split("::")[0]).stem.removeprefix("test_") for line in done.stdout.splitlines()
+                       if "::" in line} for name, done in runs.items()}
+    assert all(done.returncode == 0 for done in runs.values()), {n: d.stdout[-500:] for n, d in runs.items()}
+    assert selected["helm4"] == set(files) - {"redis_failover"}
+    assert "redis_failover" not in selected["helm3"] and {"uninstall", "keda"} <= selected["helm3"]
+    assert "worker_loss" not in selected["helm3"]
+    assert {"redis_failover", "keda", "tasks", "network_policy"} <= selected["sentinel"]
+    assert not selected["sentinel"] & {"upgrade", "uninstall", "worker_loss", "redis_restart", "tilt"}

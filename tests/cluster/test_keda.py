@@ -70,3 +70,29 @@ def test_burst_spillover_allows_a_sleeping_pool_its_own_wake_ups() -> None:
                            floors) == {"default": (1, 2)}
     assert burst_spillover(before, {"high-priority": 3, "default": 1, "low-priority": 2}, "high-priority",
                            floors) == {"low-priority": (1, 2)}
+
+
+def test_broker_reads_the_lists_of_sentinel_triggers_too() -> None:
+    """In Sentinel mode the triggers are `redis-sentinel`: the same keys and database, read on the primary."""
+    rendered = render_chart(values_files=[VALUES_EXAMPLES / "kind.yaml", VALUES_EXAMPLES / "local-cluster.yaml",
+                                          VALUES_EXAMPLES / "sentinel.yaml"], release="celery-stack")
+    scaled = {m["metadata"]["labels"]["celery-stack.io/pool"]: m for m in rendered if m["kind"] == "ScaledObject"}
+    assert {t["type"] for t in scaled["high-priority"]["spec"]["triggers"]} == {"redis-sentinel"}
+    assert list_names(scaled["high-priority"]) == ["high_priority"]
+    assert database_index(scaled["high-priority"]) == 0
+    with pytest.raises(AssertionError, match="has no trigger of"):
+        list_names({"metadata": {"name": "x"}, "spec": {"triggers": [{"type": "cpu", "metadata": {}}]}})
+
+
+def test_the_primary_address_a_sentinel_gives_names_its_pod() -> None:
+    from types import SimpleNamespace
+
+    from k8s_support.sentinel import pod_of_address
+
+    def pod(name: str, ip: str) -> SimpleNamespace:
+        return SimpleNamespace(metadata=SimpleNamespace(name=name), status=SimpleNamespace(pod_ip=ip))
+
+    pods = [pod("rel-redis-node-0", "10.244.0.5"), pod("rel-redis-node-1", "10.244.0.6")]
+    assert pod_of_address(pods, "rel-redis-node-1.rel-redis-headless.ns.svc") is pods[1]
+    assert pod_of_address(pods, "10.244.0.5") is pods[0]
+    assert pod_of_address(pods, "rel-redis-node-2.rel-redis-headless.ns.svc") is None
