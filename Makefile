@@ -5,6 +5,10 @@ SHELL := /bin/bash
 # uv: from PATH, else as a module of the system Python (installed there on first use).
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
+# pytest-xdist processes for `make test` (0: one process). Whole files go to one process (--dist loadfile), so a
+# file's module-scoped servers and workers start once; most of the suite waits on subprocesses, so three share
+# two cores well (README, "Tests").
+PYTEST_WORKERS ?= 3
 
 .PHONY: help bootstrap up test lint test-celery check-stack bench faults
 
@@ -28,7 +32,7 @@ up: bootstrap ## Run the whole stack locally (embedded Valkey + PostgreSQL unles
 	cd app && $(UV) run --frozen python start_celery_services.py $(strip $(UP_ARGS))
 
 test: bootstrap ## Run every test that needs no cluster (tools are bootstrapped into .tools/)
-	$(UV) run --frozen pytest -rs $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -rs $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 lint: bootstrap ## ruff on all Python code
 	$(UV) run --frozen ruff check .
