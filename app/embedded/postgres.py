@@ -102,9 +102,11 @@ class EmbeddedPostgres:
         log = open(self.log_path, "ab")  # noqa: SIM115 — the server writes to it for its whole life
         if as_user:
             os.chown(self.log_path, as_user["user"], as_user["group"])
+        # TCP on loopback only, no Unix socket ("-k ''"): every client connects by URL, and a socket path longer than
+        # 107 bytes (a deep data directory: pytest-xdist's temp dirs) would stop the server from starting.
         self.process = subprocess.Popen(
             [self._bin("postgres"), "-D", str(self.pgdata), "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", str(self.pgdata), "-c", "max_connections=200", "-c", "fsync=off"],
+             "-k", "", "-c", "max_connections=200", "-c", "fsync=off"],
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=detach_from_terminal, **as_user,
         )
         log.close()
