@@ -187,10 +187,12 @@ def test_losing_the_primary_mid_burst_loses_no_task(
     beat_after = beat_back.result(timeout=200)
 
     lost: list[str] = []
+    waited = ""  # the wait's report (states seen, where each app pod is connected, pods and logs) when tasks are lost
     try:
         done = task_api.wait_all_success(ids, timeout=drain_budget(len(ids)),
                                          diagnostics=lambda: f"{describe_group(reader)}\n{dump()}")
-    except WaitTimeout:
+    except WaitTimeout as exc:
+        waited = str(exc)
         done = {task_id: body for task_id in ids if (body := task_api.status(task_id))["state"] == "SUCCESS"}
         lost = [task_id for task_id in ids if task_id not in done]
     again = sum(1 for body in done.values() if isinstance(body["result"], dict) and body["result"]["created"] is False)
@@ -201,7 +203,7 @@ def test_losing_the_primary_mid_burst_loses_no_task(
          f"{max(gaps, default=0):.1f} s ({burst.refused} 503s, {burst.unanswered} unanswered, sent again)"),
         ("exporter: beat tick from the new primary after", f"{beat_after:.1f} s"),
     ])
-    assert not lost, f"{len(lost)} of {len(ids)} accepted tasks never ran, e.g. {lost[:5]}"
+    assert not lost, f"{len(lost)} of {len(ids)} accepted tasks never ran, e.g. {lost[:5]}\n{waited}"
 
     # The lost pod comes back (the StatefulSet recreates it) as a replica of the new primary.
     assert wait_healthy(reader, dump) == new
